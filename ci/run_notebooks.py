@@ -1,0 +1,65 @@
+"""Execute every notebook in notebooks/ with papermill into one folder; extract its figures."""
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def extract_figures(notebook: Path, figures: Path) -> int:
+    """Write every PNG output of an executed notebook to figures/<notebook>_cellNN_K.png."""
+    nb = nbformat.read(notebook, as_version=4)
+    count = 0
+    for i, cell in enumerate(nb.cells):
+        for k, out in enumerate(cell.get("outputs", [])):
+            png = out.get("data", {}).get("image/png")
+            if png:
+                name = f"{notebook.stem}_cell{i:02d}_{k}.png"
+                (figures / name).write_bytes(base64.b64decode(png))
+                count += 1
+    return count
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", type=Path, default=ROOT / "out", help="output folder")
+    ap.add_argument("--params", type=Path, default=None,
+                    help="YAML {notebook stem: {param: value}} overrides (e.g. ci/small_params.yaml)")
+    ap.add_argument("--inplace", action="store_true",
+                    help="write outputs back into notebooks/ (to refresh the committed outputs)")
+    ap.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
+    args = ap.parse_args()
+    notebooks = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+    overrides = yaml.safe_load(args.params.read_text()) if args.params else {}
+    out = args.out.resolve()
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    failed = []
+    for i, nb in enumerate(notebooks, 1):
+        target, start = (nb if args.inplace else out / nb.name), time.perf_counter()
+        print(f"[{i}/{len(notebooks)}] {nb.name} ...", flush=True)
+        try:
+            pm.execute_notebook(str(nb), str(target), parameters=overrides.get(nb.stem, {}),
+                                cwd=str(nb.parent), progress_bar=False, kernel_name="python3")
+        except pm.PapermillExecutionError as err:
+            failed.append(nb.name)
+            print(f"[{i}/{len(notebooks)}] {nb.name} FAILED: {err.ename}: {err.evalue}", flush=True)
+            continue
+        n_fig = extract_figures(target, out / "figures")
+        print(f"[{i}/{len(notebooks)}] {nb.name} done in {time.perf_counter() - start:.0f}s, "
+              f"{n_fig} figures", flush=True)
+    print(f"Executed notebooks: {out}\nFigures: {out / 'figures'}")
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every test: library tests (incl. papermill reruns with small parameters), then nbval strict
+# on the committed notebooks.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/ci/setup_env.sh"
+cd "$ROOT"
+echo "[test] library tests and papermill reruns"
+python -m pytest tests -q
+echo "[test] nbval (strict) on the committed notebooks"
+python -m pytest -q -p no:cacheprovider --nbval --nbval-current-env \
+    --nbval-sanitize-with ci/nbval_sanitize.cfg notebooks

@@ -1,0 +1,190 @@
+"""Frozen, validated configs: one per concern (task, model, training) and the run that joins them."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config field has a value that is not allowed; the message names field, value and rule."""
+
+
+def _fail(owner: str, name: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{owner}.{name}={value!r} is not allowed: {allowed}")
+
+
+def is_prime(n: int) -> bool:
+    """Return whether the integer n is prime."""
+    if n < 2:
+        return False
+    return all(n % d for d in range(2, int(n**0.5) + 1))
+
+
+def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(owner, name, value, f"must be an integer >= {minimum}")
+
+
+def _check_positive(owner: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        _fail(owner, name, value, "must be a number > 0")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Modular arithmetic (a op b) mod p, split into train/test by data_seed."""
+
+    op: str = "add"
+    p: int = 113
+    frac_train: float = 0.3
+    data_seed: int = 0
+
+    def __post_init__(self) -> None:
+        from scidl.tasks import OPERATIONS
+
+        if self.op not in OPERATIONS:
+            _fail("TaskConfig", "op", self.op, f"must be one of {sorted(OPERATIONS)}")
+        _check_int("TaskConfig", "p", self.p, 3)
+        if not is_prime(self.p):
+            _fail("TaskConfig", "p", self.p, "p must be a prime >= 3")
+        if isinstance(self.frac_train, bool) or not isinstance(self.frac_train, (int, float)) \
+                or not 0 < self.frac_train < 1:
+            _fail("TaskConfig", "frac_train", self.frac_train, "must satisfy 0 < frac_train < 1")
+        _check_int("TaskConfig", "data_seed", self.data_seed, 0)
+
+
+ARCHS = ("transformer", "mlp")
+ACTIVATIONS = ("relu", "gelu", "quadratic")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture: Nanda et al.'s 1-layer transformer, or an MLP on one-hot (a, b)."""
+
+    arch: str = "transformer"
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int = 512
+    n_layers: int = 1
+    act: str = "relu"
+    init_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            _fail("ModelConfig", "arch", self.arch, f"must be one of {list(ARCHS)}")
+        if self.act not in ACTIVATIONS:
+            _fail("ModelConfig", "act", self.act, f"must be one of {list(ACTIVATIONS)}")
+        for name in ("d_model", "n_heads", "d_mlp", "n_layers"):
+            _check_int("ModelConfig", name, getattr(self, name), 1)
+        if self.d_model % self.n_heads:
+            _fail("ModelConfig", "n_heads", self.n_heads,
+                  f"n_heads must divide d_model={self.d_model}")
+        _check_positive("ModelConfig", "init_scale", self.init_scale)
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Full-batch AdamW with the paper's betas, periodic evaluation and checkpoints."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.98
+    steps: int = 6000
+    warmup_steps: int = 10
+    eval_every: int = 50
+    checkpoint_every: int = 200  # 0: only the first and final checkpoints (plus checkpoint_steps)
+    checkpoint_steps: tuple[int, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_positive("TrainConfig", "lr", self.lr)
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not wd >= 0:
+            _fail("TrainConfig", "weight_decay", wd, "must be a number >= 0")
+        for name in ("beta1", "beta2"):
+            b = getattr(self, name)
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1:
+                _fail("TrainConfig", name, b, "must satisfy 0 <= beta < 1")
+        _check_int("TrainConfig", "steps", self.steps, 1)
+        _check_int("TrainConfig", "warmup_steps", self.warmup_steps, 0)
+        _check_int("TrainConfig", "eval_every", self.eval_every, 1)
+        _check_int("TrainConfig", "checkpoint_every", self.checkpoint_every, 0)
+        _check_int("TrainConfig", "seed", self.seed, 0)
+        steps = tuple(self.checkpoint_steps)
+        if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= self.steps
+               for s in steps):
+            _fail("TrainConfig", "checkpoint_steps", self.checkpoint_steps,
+                  f"must be integers in [0, steps={self.steps}]")
+        object.__setattr__(self, "checkpoint_steps", tuple(sorted(set(steps))))
+
+    def is_checkpoint(self, step: int) -> bool:
+        """Return whether a checkpoint is saved after `step` optimizer steps."""
+        every = self.checkpoint_every and step % self.checkpoint_every == 0
+        return bool(every) or step in self.checkpoint_steps or step == self.steps
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: task + model + training. Its hash names the run in the store."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in (("task", TaskConfig), ("model", ModelConfig), ("train", TrainConfig)):
+            if not isinstance(getattr(self, name), cls):
+                _fail("RunConfig", name, getattr(self, name), f"must be a {cls.__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        train = dict(d["train"])
+        train["checkpoint_steps"] = tuple(train.get("checkpoint_steps", ()))
+        return cls(TaskConfig(**d["task"]), ModelConfig(**d["model"]), TrainConfig(**train))
+
+    @property
+    def hash(self) -> str:
+        """Stable 12-hex-digit hash of every field: the run's name in the store."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def flat(self) -> dict[str, Any]:
+        """Return the config as flat `section.field` columns (for DataFrames)."""
+        return {f"{k}.{f}": v for k, sec in self.to_dict().items() for f, v in sec.items()}
+
+    def replace(self, **flat: Any) -> "RunConfig":
+        """Return a copy with fields overridden by name (`frac_train=0.5` or `task.frac_train=0.5`)."""
+        d = self.to_dict()
+        for key, value in flat.items():
+            section, name = _locate(d, key)
+            d[section][name] = value
+        return RunConfig.from_dict(d)
+
+
+def _locate(d: dict[str, dict[str, Any]], key: str) -> tuple[str, str]:
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section in d and name in d[section]:
+            return section, name
+    else:
+        hits = [s for s in d if key in d[s]]
+        if len(hits) == 1:
+            return hits[0], key
+    known = sorted(f for sec in d.values() for f in sec)
+    raise ConfigError(f"config field {key!r} is not allowed: must be one of {known}")
+
+
+def make_config(**flat: Any) -> RunConfig:
+    """Return a RunConfig from flat field names, e.g. make_config(p=97, arch='mlp', lr=3e-3)."""
+    return RunConfig().replace(**flat)

@@ -1,0 +1,111 @@
+"""Full-batch AdamW training with periodic evaluation, checkpoints and divergence detection."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from scidl.config import RunConfig
+from scidl.models import make_model
+from scidl.store import Run, RunStore, save_checkpoint
+from scidl.tasks import Dataset, make_dataset
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the run was stopped and stored as diverged."""
+
+
+def configure_torch(threads: int = 2) -> None:
+    """Use `threads` intra-op threads and deterministic kernels (bit-reproducible runs)."""
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+
+
+def weight_norm(model: torch.nn.Module) -> float:
+    """Return the L2 norm of all parameters taken together."""
+    return math.sqrt(sum(float(p.detach().square().sum()) for p in model.parameters()))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: Dataset) -> dict[str, float]:
+    """Return train/test loss and accuracy of `model` on `data` (last position only)."""
+    out = {}
+    for split, (x, y) in (("train", data.train), ("test", data.test)):
+        logits = model.last_logits(x)
+        out[f"{split}_loss"] = float(F.cross_entropy(logits, y))
+        out[f"{split}_acc"] = float((logits.argmax(-1) == y).float().mean())
+    return out
+
+
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig):
+    """Return AdamW with the configured betas and a linear warm-up schedule."""
+    t = cfg.train
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+                            betas=(t.beta1, t.beta2))
+    warm = max(t.warmup_steps, 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, 1.0))
+    return opt, sched
+
+
+def train(cfg: RunConfig, store: RunStore | None = None, progress: bool = True,
+          on_divergence: str = "raise") -> Run:
+    """Train `cfg` (or load it if the store already holds it) and return the finished Run.
+
+    on_divergence: "raise" raises TrainingDiverged after storing the run; "stop" only stores it.
+    """
+    if on_divergence not in ("raise", "stop"):
+        raise ValueError(f"on_divergence={on_divergence!r} is not allowed: use 'raise' or 'stop'")
+    store = store or RunStore()
+    if not store.has(cfg):
+        _train_into(cfg, store, progress)
+    run = store.load(cfg)
+    if run.summary["status"] == "diverged" and on_divergence == "raise":
+        raise TrainingDiverged(f"run {run.hash}: loss became non-finite at step "
+                               f"{run.summary['diverged_step']} (lr={cfg.train.lr}); "
+                               f"stored as diverged in {run.path}")
+    return run
+
+
+def _train_into(cfg: RunConfig, store: RunStore, progress: bool) -> None:
+    data = make_dataset(cfg.task)
+    model = make_model(cfg.model, cfg.task, seed=cfg.train.seed)
+    opt, sched = make_optimizer(model, cfg)
+    work, rows, start = store.begin(cfg), [], time.perf_counter()
+    x, y = data.train
+    diverged_step = None
+    bar = tqdm(range(cfg.train.steps + 1), disable=not progress, desc=f"run {cfg.hash}",
+               mininterval=1.0)
+    for step in bar:
+        if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
+            rows.append({"step": step, **evaluate(model, data), "weight_norm": weight_norm(model)})
+            bar.set_postfix(train_acc=rows[-1]["train_acc"], test_acc=rows[-1]["test_acc"],
+                            refresh=False)
+        if step in (0, cfg.train.steps) or cfg.train.is_checkpoint(step):
+            save_checkpoint(work, step, model)
+        if step == cfg.train.steps:
+            break
+        loss = F.cross_entropy(model.last_logits(x), y)
+        if not torch.isfinite(loss):
+            diverged_step = step
+            rows.append({"step": step, "train_loss": loss.item(), "weight_norm": weight_norm(model)})
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    bar.close()
+    metrics = pd.DataFrame(rows)
+    store.commit(work, metrics, _summary(metrics, diverged_step, time.perf_counter() - start))
+
+
+def _summary(metrics: pd.DataFrame, diverged_step: int | None, seconds: float) -> dict[str, Any]:
+    last = metrics.iloc[-1].to_dict()
+    final = {f"final_{k}": (None if pd.isna(v) else float(v)) for k, v in last.items() if k != "step"}
+    return {"status": "diverged" if diverged_step is not None else "finished",
+            "diverged_step": diverged_step, "steps_run": int(last["step"]),
+            "train_seconds": round(seconds, 3), **final}

@@ -1,0 +1,73 @@
+import dataclasses
+
+import pytest
+
+from scidl.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig, make_config
+
+
+@pytest.mark.parametrize("kwargs, field, value", [
+    (dict(p=100), "p", "100"),
+    (dict(p=1), "p", "1"),
+    (dict(p=2), "p", "2"),
+    (dict(frac_train=1.5), "frac_train", "1.5"),
+    (dict(frac_train=0), "frac_train", "0"),
+    (dict(op="pow"), "op", "'pow'"),
+])
+def test_task_errors_name_field_value_and_rule(kwargs, field, value):
+    with pytest.raises(ConfigError) as err:
+        TaskConfig(**kwargs)
+    msg = str(err.value)
+    assert f"TaskConfig.{field}={value}" in msg and "allowed" in msg
+
+
+def test_error_messages_say_what_is_allowed():
+    with pytest.raises(ConfigError, match="prime"):
+        TaskConfig(p=100)
+    with pytest.raises(ConfigError, match="0 < frac_train < 1"):
+        TaskConfig(frac_train=1.5)
+    with pytest.raises(ConfigError, match="add"):
+        TaskConfig(op="pow")
+
+
+@pytest.mark.parametrize("cls, kwargs, field", [
+    (ModelConfig, dict(arch="cnn"), "arch"),
+    (ModelConfig, dict(d_model=130, n_heads=4), "n_heads"),
+    (ModelConfig, dict(d_mlp=0), "d_mlp"),
+    (ModelConfig, dict(act="tanh"), "act"),
+    (TrainConfig, dict(lr=0), "lr"),
+    (TrainConfig, dict(lr=-1e-3), "lr"),
+    (TrainConfig, dict(weight_decay=-0.1), "weight_decay"),
+    (TrainConfig, dict(steps=0), "steps"),
+    (TrainConfig, dict(steps=2.5), "steps"),
+    (TrainConfig, dict(beta2=1.0), "beta2"),
+    (TrainConfig, dict(checkpoint_steps=(5, 10**9)), "checkpoint_steps"),
+])
+def test_model_and_train_errors(cls, kwargs, field):
+    with pytest.raises(ConfigError, match=rf"{cls.__name__}\.{field}="):
+        cls(**kwargs)
+
+
+def test_configs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TaskConfig().p = 7
+
+
+def test_hash_is_stable_and_sensitive():
+    a, b = RunConfig(), RunConfig()
+    assert a.hash == b.hash and len(a.hash) == 12
+    assert make_config(seed=1).hash != a.hash
+    assert make_config(frac_train=0.31).hash != a.hash
+
+
+def test_roundtrip_through_dict():
+    cfg = make_config(op="sub", p=97, arch="mlp", checkpoint_steps=[30, 10], steps=50)
+    assert cfg.train.checkpoint_steps == (10, 30)
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    assert RunConfig.from_dict(cfg.to_dict()).hash == cfg.hash
+
+
+def test_replace_by_flat_or_dotted_name():
+    cfg = RunConfig().replace(**{"p": 97, "train.lr": 0.01})
+    assert cfg.task.p == 97 and cfg.train.lr == 0.01
+    with pytest.raises(ConfigError, match="'width'"):
+        make_config(width=3)

@@ -1,0 +1,60 @@
+"""Every notebook reruns under papermill with small overridden parameters; bad values fail early."""
+import re
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+SMALL = yaml.safe_load((ROOT / "ci" / "small_params.yaml").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _isolated_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCIDL_STORE", str(tmp_path / "runs"))  # the kernel inherits it
+
+
+def _execute(nb: Path, out: Path, **params):
+    return pm.execute_notebook(str(nb), str(out), parameters=params, cwd=str(nb.parent),
+                               progress_bar=False, kernel_name="python3")
+
+
+def _verdict(nb) -> dict[str, str]:
+    text = "".join("".join(o.get("text", "")) for c in nb.cells if c.cell_type == "code"
+                   for o in c.get("outputs", []) if o.get("name") == "stdout")
+    return dict(re.findall(r"^(\w+) = (.+)$", text, flags=re.M))
+
+
+def test_every_notebook_has_small_parameters():
+    assert {nb.stem for nb in NOTEBOOKS} <= set(SMALL), "add the notebook to ci/small_params.yaml"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_one_commented_parameters_cell(nb):
+    cells = nbformat.read(nb, as_version=4).cells
+    tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for line in tagged[0].source.splitlines():
+        assert re.match(r"^\w+: [\w\[\], ]+ = .+  # .+", line), f"untyped or uncommented: {line!r}"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_reruns_with_small_parameters(nb, tmp_path):
+    out = _execute(nb, tmp_path / nb.name, **SMALL[nb.stem])
+    assert "Verdict" in "".join(c.source for c in out.cells if c.cell_type == "markdown")
+    assert _verdict(out), "the Verdict prints name = value lines"
+
+
+@pytest.mark.parametrize("param, value", [("p", 100), ("frac_train", 1.5), ("op", "pow")])
+def test_bad_parameter_fails_at_once_naming_it(param, value, tmp_path):
+    nb = ROOT / "notebooks" / "01_pick_phenomenon.ipynb"
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        _execute(nb, tmp_path / "bad.ipynb", **{param: value})
+    assert err.value.ename == "ConfigError"
+    assert f"{param}={value!r}" in err.value.evalue
+    executed = nbformat.read(tmp_path / "bad.ipynb", as_version=4)
+    ran = [c for c in executed.cells if c.cell_type == "code" and c.execution_count]
+    assert len(ran) == 3, "parameters, injected parameters, then the failing setup cell"

@@ -1,0 +1,67 @@
+import math
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scidl.phenomena import grokking_summary, is_grokking
+from scidl.train import TrainingDiverged, evaluate, train
+from scidl.tasks import make_dataset
+
+
+def test_same_seed_gives_bit_identical_metrics(tiny_config, tmp_path):
+    from scidl.store import RunStore
+    a = train(tiny_config, RunStore(tmp_path / "a"), progress=False).metrics
+    b = train(tiny_config, RunStore(tmp_path / "b"), progress=False).metrics
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    c = train(tiny_config.replace(seed=1), RunStore(tmp_path / "c"), progress=False).metrics
+    assert not a.equals(c)
+
+
+def test_metrics_columns_and_eval_steps(tiny_config, store):
+    run = train(tiny_config, store, progress=False)
+    assert list(run.metrics.step) == list(range(0, 61, 10))
+    assert {"train_loss", "train_acc", "test_loss", "test_acc", "weight_norm"} <= set(run.metrics)
+    assert run.metrics.train_loss.iloc[-1] < run.metrics.train_loss.iloc[0]
+    assert run.checkpoint_steps == [0, 20, 40, 60]
+
+
+def test_evaluate_matches_cross_entropy_reference(tiny_config, store):
+    run = train(tiny_config, store, progress=False)
+    model, data = run.load_model(), make_dataset(tiny_config.task)
+    x, y = data.test
+    with torch.no_grad():
+        logits = model(x)[:, -1]
+    ours = evaluate(model, data)
+    assert math.isclose(ours["test_loss"], float(F.cross_entropy(logits, y)), rel_tol=1e-5)
+    assert ours["test_acc"] == float((logits.argmax(-1) == y).float().mean())
+    # the final checkpoint reproduces the last logged evaluation
+    assert math.isclose(ours["train_loss"], run.metrics.train_loss.iloc[-1], rel_tol=1e-6)
+
+
+def test_divergence_is_detected_stored_and_raised(tiny_config, store):
+    bad = tiny_config.replace(lr=1e30, warmup_steps=0)
+    with pytest.raises(TrainingDiverged, match="non-finite at step"):
+        train(bad, store, progress=False)
+    run = train(bad, store, progress=False, on_divergence="stop")
+    assert run.summary["status"] == "diverged" and run.summary["diverged_step"] < bad.train.steps
+    assert not math.isfinite(run.metrics.train_loss.iloc[-1])
+
+
+def test_mlp_groks(mlp_grok_config, store):
+    run = train(mlp_grok_config, store, progress=False)
+    s = grokking_summary(run.metrics)
+    assert run.metrics.test_acc.iloc[-1] >= 0.99
+    assert s["grok_step"] > s["memorization_step"]
+
+
+def test_grokking_summary_on_known_curves():
+    m = pd.DataFrame({"step": [0, 100, 200, 1000, 2000],
+                      "train_acc": [0.0, 0.5, 1.0, 1.0, 1.0],
+                      "test_acc": [0.0, 0.0, 0.1, 0.995, 1.0]})
+    assert grokking_summary(m) == {"memorization_step": 200, "grok_step": 1000,
+                                   "grok_gap": 800, "grok_ratio": 5.0}
+    assert is_grokking(m) and not is_grokking(m, min_ratio=6)
+    never = m.assign(test_acc=0.1)
+    assert grokking_summary(never)["grok_step"] is None and not is_grokking(never)
