@@ -51,3 +51,97 @@ def plot_metric(metrics: pd.DataFrame, column: str, marks: dict[str, int | None]
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_freq_energy(share, key_freqs: list[int] = (), title: str = "embedding energy per frequency") -> Figure:
+    """Return a bar chart of each frequency's energy share, key frequencies highlighted."""
+    fig, (ax,) = _figure(1, width=7.0, height=3.0)
+    ks = list(range(1, len(share) + 1))
+    colors = ["tab:red" if k in key_freqs else "tab:gray" for k in ks]
+    ax.bar(ks, [float(s) for s in share], color=colors)
+    ax.set(xlabel="frequency k", ylabel="share of energy", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_energy_over_checkpoints(steps: list[int], shares, key_freqs: list[int] = ()) -> Figure:
+    """Return a heatmap of embedding energy share (frequency x checkpoint step)."""
+    import numpy as np
+
+    fig, (ax,) = _figure(1, width=7.0, height=3.4)
+    grid = np.stack([np.asarray(s) for s in shares], axis=1)  # (freq, checkpoint)
+    im = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis",
+                   extent=(-0.5, len(steps) - 0.5, 0.5, grid.shape[0] + 0.5))
+    ticks = list(range(0, len(steps), max(1, len(steps) // 8)))
+    ax.set_xticks(ticks, [str(steps[i]) for i in ticks])
+    ax.set_yticks(list(key_freqs) or ax.get_yticks())
+    ax.grid(False)
+    ax.set(xlabel="checkpoint step", ylabel="frequency k (key freqs ticked)",
+           title="embedding energy share over training")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def plot_neuron_clusters(fractions, clusters, key_freqs: list[int] = ()) -> Figure:
+    """Return neurons per dominant frequency and the distribution of their best fraction explained."""
+    import numpy as np
+
+    fig, (ax_count, ax_hist) = _figure(2, width=4.5, height=3.2)
+    counts = np.bincount(np.asarray(clusters), minlength=fractions.shape[1] + 1)
+    ks = [k for k in range(1, len(counts)) if counts[k]]
+    ax_count.bar([str(k) for k in ks] + ["none"], [counts[k] for k in ks] + [counts[0]],
+                 color=["tab:red" if k in key_freqs else "tab:gray" for k in ks] + ["black"])
+    ax_count.set(xlabel="dominant frequency", ylabel="neurons", title="neuron clusters")
+    ax_hist.hist(np.asarray(fractions.max(dim=1).values), bins=30, color="tab:purple")
+    ax_hist.set(xlabel="variance explained by best frequency", ylabel="neurons",
+                title="how single-frequency are neurons")
+    fig.tight_layout()
+    return fig
+
+
+def plot_grids(grids: dict[str, object], cmap: str = "RdBu_r", xlabel: str = "b",
+               ylabel: str = "a") -> Figure:
+    """Return one heatmap per named (p, p) grid, side by side."""
+    import numpy as np
+
+    fig, axes = _figure(len(grids), width=3.4, height=3.2)
+    for ax, (name, grid) in zip(axes, grids.items()):
+        g = np.asarray(grid)
+        lim = float(np.abs(g).max()) or 1.0
+        ax.imshow(g, cmap=cmap, vmin=-lim if cmap == "RdBu_r" else None,
+                  vmax=lim if cmap == "RdBu_r" else None, origin="lower")
+        ax.set(title=name, xlabel=xlabel, ylabel=ylabel)
+        ax.grid(False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_effects(df: pd.DataFrame, value: str = "effect", label: str = "component",
+                 title: str = "") -> Figure:
+    """Return a horizontal bar chart of a tidy (component, effect) table."""
+    fig, (ax,) = _figure(1, width=6.0, height=0.35 * len(df) + 1.2)
+    ax.barh(df[label].astype(str), df[value], color="tab:blue")
+    ax.invert_yaxis()
+    ax.set(xlabel=value, title=title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_checkpoint_view(share, key_freqs, acts, spectrum, step: int, neuron: int) -> Figure:
+    """Return the explorer's view at one checkpoint: embedding spectrum, one neuron's activation
+    grid over (a, b) and the magnitude of its 2-D Fourier coefficients."""
+    import numpy as np
+
+    fig, (ax_s, ax_a, ax_f) = _figure(3, width=3.8, height=3.3)
+    ks = list(range(1, len(share) + 1))
+    ax_s.bar(ks, [float(s) for s in share],
+             color=["tab:red" if k in key_freqs else "tab:gray" for k in ks])
+    ax_s.set(xlabel="frequency k", ylabel="share", title=f"embedding energy, step {step}")
+    for ax, grid, name, axis in ((ax_a, acts, f"neuron {neuron} over (a, b)", ("b", "a")),
+                                 (ax_f, spectrum, "2-D Fourier norm by frequency", ("freq of b", "freq of a"))):
+        ax.imshow(np.asarray(grid), cmap="viridis", origin="lower")
+        ax.set(title=name, xlabel=axis[0], ylabel=axis[1])
+        ax.grid(False)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,60 @@
+"""Circuit views of a modular-arithmetic model over the full (a, b) grid."""
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from scidl import fourier
+from scidl.models import MLP, NEURON_HOOK, Transformer, embedding_matrix
+
+Model = Transformer | MLP
+
+
+def all_tokens(p: int) -> Int[Tensor, "p*p 3"]:
+    """Return tokens `a b =` for every pair, row-major (row a*p + b), including b = 0."""
+    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+    return torch.stack([a.flatten(), b.flatten(), torch.full((p * p,), p)], dim=1)
+
+
+def _last(act: Tensor) -> Tensor:
+    return act[:, -1] if act.dim() == 3 else act  # transformer: (batch, pos, n) -> last position
+
+
+@torch.no_grad()
+def neuron_acts(model: Model) -> Float[Tensor, "p p d_mlp"]:
+    """Return MLP neuron activations at the last position over the (a, b) grid."""
+    hook = NEURON_HOOK[model.cfg.arch]
+    _, cache = model.run_with_cache(all_tokens(model.p), names_filter=hook)
+    return _last(cache[hook]).reshape(model.p, model.p, -1)
+
+
+@torch.no_grad()
+def grid_logits(model: Model) -> Float[Tensor, "p p p"]:
+    """Return last-position logits over the grid: [a, b, c]."""
+    return model.last_logits(all_tokens(model.p)).reshape(model.p, model.p, model.p)
+
+
+@torch.no_grad()
+def attention_from_eq(model: Transformer) -> Float[Tensor, "p p head 3"]:
+    """Return each head's attention from the '=' position to positions a, b, = over the grid."""
+    hook = "blocks.0.attn.hook_pattern"
+    _, cache = model.run_with_cache(all_tokens(model.p), names_filter=hook)
+    pattern = cache[hook][:, :, -1, :]  # (batch, head, key)
+    return pattern.reshape(model.p, model.p, *pattern.shape[1:])
+
+
+def embedding_energy(model: Model) -> Float[Tensor, "k"]:
+    """Return each frequency's share of the embedding's non-constant Fourier energy."""
+    return fourier.embedding_freq_energy(embedding_matrix(model))
+
+
+def key_freqs(model: Model, factor: float = 4.0) -> list[int]:
+    """Return the model's key frequencies (fourier.find_key_freqs on its embedding energy)."""
+    return fourier.find_key_freqs(embedding_energy(model), factor)
+
+
+def neuron_clusters(model: Model, threshold: float = 0.85) -> tuple[Tensor, Tensor]:
+    """Return (fractions (n, k) of each neuron's variance per frequency, cluster id per neuron)."""
+    fractions = fourier.neuron_freq_fractions(neuron_acts(model))
+    return fractions, fourier.cluster_neurons(fractions, threshold)

@@ -1,0 +1,131 @@
+"""The real Fourier basis of Z_p and transforms of embeddings, activations and logits over (a, b).
+
+Basis rows: constant, then cos(2πka/p), sin(2πka/p) for k = 1..(p-1)/2, each of unit norm,
+so a p-vector's coefficients are `basis @ x` and frequency k owns rows 2k-1 and 2k.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+
+def make_fourier_basis(p: int) -> tuple[Float[Tensor, "p p"], list[str]]:
+    """Return the orthonormal real Fourier basis of Z_p (rows) and its row names."""
+    x = torch.arange(p, dtype=torch.float64)
+    rows, names = [torch.ones(p, dtype=torch.float64)], ["const"]
+    for k in range(1, p // 2 + 1):
+        rows += [torch.cos(2 * math.pi * k * x / p), torch.sin(2 * math.pi * k * x / p)]
+        names += [f"cos {k}", f"sin {k}"]
+    basis = torch.stack(rows)  # (p, p)
+    return (basis / basis.norm(dim=1, keepdim=True)).float(), names
+
+
+def n_freqs(p: int) -> int:
+    """Return the number of non-constant frequencies, (p - 1) / 2."""
+    return p // 2
+
+
+def fourier_transform(x: Tensor, dim: int = 0) -> Tensor:
+    """Return the coefficients of `x` in the Fourier basis along axis `dim` (length p)."""
+    basis, _ = make_fourier_basis(x.shape[dim])
+    return torch.movedim(torch.tensordot(basis.to(x.dtype), x, dims=([1], [dim])), 0, dim)
+
+
+def inverse_fourier_transform(c: Tensor, dim: int = 0) -> Tensor:
+    """Return the signal whose Fourier coefficients along `dim` are `c` (the basis is orthonormal)."""
+    basis, _ = make_fourier_basis(c.shape[dim])
+    return torch.movedim(torch.tensordot(basis.T.to(c.dtype), c, dims=([1], [dim])), 0, dim)
+
+
+def fourier_transform_2d(x: Float[Tensor, "p p ..."]) -> Float[Tensor, "p p ..."]:
+    """Return the 2-D transform of a tensor over the (a, b) grid (its first two axes)."""
+    return fourier_transform(fourier_transform(x, 0), 1)
+
+
+def freq_energy(coeffs: Float[Tensor, "p ..."]) -> Float[Tensor, "k"]:
+    """Return the squared norm per frequency 1..(p-1)/2 of 1-D coefficients (axis 0 is the basis)."""
+    sq = coeffs.flatten(1).square().sum(1) if coeffs.dim() > 1 else coeffs.square()
+    return sq[1::2] + sq[2::2]
+
+
+def embedding_freq_energy(W: Float[Tensor, "p d"]) -> Float[Tensor, "k"]:
+    """Return each frequency's share of the (non-constant) energy of an embedding over Z_p."""
+    energy = freq_energy(fourier_transform(W.detach().float(), 0))
+    return energy / energy.sum()
+
+
+def find_key_freqs(share: Float[Tensor, "k"], factor: float = 4.0) -> list[int]:
+    """Return the key frequencies: those whose energy share exceeds `factor` x the uniform share.
+
+    The uniform share is 1 / ((p-1)/2); a sparse (grokked) embedding puts ~10-25 % on each of a
+    handful of frequencies, a random one ~1/((p-1)/2) on every frequency.
+    """
+    threshold = factor / len(share)
+    return [k + 1 for k in range(len(share)) if float(share[k]) > threshold]
+
+
+def freq_indices(k: int) -> list[int]:
+    """Return the basis rows of frequency k: [cos k, sin k] (constant excluded)."""
+    return [2 * k - 1, 2 * k]
+
+
+def neuron_freq_fractions(acts: Float[Tensor, "p p n"]) -> Float[Tensor, "n k"]:
+    """Return, per neuron, the fraction of its (mean-removed) variance over (a, b) explained by
+    each frequency k: the 2-D terms whose row and column lie in {const, cos k, sin k}."""
+    c = fourier_transform_2d(acts.detach().float()).square()  # (p, p, n)
+    c[0, 0] = 0  # remove the mean
+    total = c.flatten(0, 1).sum(0)  # (n,)
+    out = []
+    for k in range(1, n_freqs(acts.shape[0]) + 1):
+        idx = [0, *freq_indices(k)]
+        out.append(c[idx][:, idx].flatten(0, 1).sum(0))
+    return torch.stack(out, dim=1) / total.clamp_min(1e-30)[:, None]
+
+
+def cluster_neurons(fractions: Float[Tensor, "n k"], threshold: float = 0.85) -> Tensor:
+    """Return each neuron's dominant frequency (1-based), or 0 where it explains < threshold."""
+    best, k = fractions.max(dim=1)
+    return torch.where(best >= threshold, k + 1, torch.zeros_like(k))
+
+
+def project_freqs(x: Tensor, freqs: list[int], dim: int = 0, keep: bool = True,
+                  keep_const: bool = True) -> Tensor:
+    """Return `x` with only (keep=True) or without (keep=False) frequencies `freqs` along `dim`."""
+    p = x.shape[dim]
+    mask = torch.zeros(p, dtype=torch.bool)
+    for k in freqs:
+        mask[freq_indices(k)] = True
+    if not keep:
+        mask = ~mask
+        mask[0] = keep_const
+    else:
+        mask[0] = keep_const
+    c = fourier_transform(x, dim)
+    shape = [1] * x.dim()
+    shape[dim] = p
+    return inverse_fourier_transform(c * mask.view(shape).to(c.dtype), dim)
+
+
+def logit_trig_fraction(logits: Float[Tensor, "p p p"], freqs: list[int], sign: int = 1
+                        ) -> tuple[float, dict[int, float]]:
+    """Return the fraction of logit variance explained by cos(2πw(a + sign·b − c)/p) terms for w in
+    `freqs` (sign=+1 for add, -1 for sub), and each term's coefficient (least squares)."""
+    p = logits.shape[0]
+    a, b, c = torch.meshgrid(*(torch.arange(p, dtype=torch.float64),) * 3, indexing="ij")
+    L = logits.detach().double()
+    L = L - L.mean(dim=2, keepdim=True)  # logits are defined up to a per-(a, b) constant
+    terms = [torch.cos(2 * math.pi * w * (a + sign * b - c) / p) for w in freqs]
+    X = torch.stack([t.flatten() for t in terms], dim=1)  # (p^3, n_freqs)
+    coef = torch.linalg.lstsq(X, L.flatten()[:, None]).solution.flatten()
+    resid = L.flatten() - X @ coef
+    explained = 1 - float(resid.square().sum() / L.square().sum())
+    return explained, {w: float(v) for w, v in zip(freqs, coef)}
+
+
+def freq_grid_norms(coeffs: Float[Tensor, "p p"]) -> Float[Tensor, "k1 k1"]:
+    """Return the norm of 2-D coefficients per (frequency of a, frequency of b), 0 = constant."""
+    groups = [[0]] + [freq_indices(k) for k in range(1, n_freqs(coeffs.shape[0]) + 1)]
+    return torch.stack([torch.stack([coeffs[ga][:, gb].norm() for gb in groups]) for ga in groups])

@@ -1,0 +1,90 @@
+"""Interventions on a toy hooked model where the right answer is known by construction."""
+import pytest
+import torch
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from scidl import interventions as iv
+
+
+class Toy(HookedRootModule):
+    """logits = [2 * a_0 + 0 * a_1, b_0 * 0]: only feature 0 of hook_a matters, hook_b never does."""
+
+    def __init__(self):
+        super().__init__()
+        self.hook_a, self.hook_b = HookPoint(), HookPoint()
+        self.setup()
+
+    def forward(self, x):
+        a = self.hook_a(x * 1.0)  # (batch, 2)
+        b = self.hook_b(x * 3.0)
+        return torch.stack([2 * a[:, 0] + 0 * a[:, 1], 0 * b[:, 0]], dim=-1)
+
+
+def metric(logits):
+    return logits[:, 0].mean() - logits[:, 1].mean()
+
+
+CLEAN, CORRUPT = torch.tensor([[1.0, 5.0], [3.0, -1.0]]), torch.tensor([[0.0, 2.0], [-1.0, 4.0]])
+COMPONENTS = ["hook_a", "hook_a:0", "hook_a:1", "hook_b"]
+
+
+def test_activation_patching_known_answer():
+    df = iv.activation_patching(Toy(), CLEAN, CORRUPT, COMPONENTS, metric).set_index("component")
+    assert df.effect.to_dict() == pytest.approx({"hook_a": 1.0, "hook_a:0": 1.0, "hook_a:1": 0.0,
+                                                 "hook_b": 0.0})
+
+
+def test_attribution_patching_is_exact_on_a_linear_model():
+    exact = iv.activation_patching(Toy(), CLEAN, CORRUPT, COMPONENTS, metric)
+    approx = iv.attribution_patching(Toy(), CLEAN, CORRUPT, COMPONENTS, metric)
+    assert list(approx.component) == COMPONENTS
+    assert approx.effect.tolist() == pytest.approx(exact.effect.tolist(), abs=1e-6)
+
+
+def test_ablations_known_answer():
+    model, labels = Toy(), torch.tensor([0, 0])
+    x = torch.tensor([[3.0, 1.0], [1.0, 2.0]])
+    df = iv.ablate(model, x, labels, ["hook_a:0", "hook_a:1", "hook_b"], how="zero").set_index("component")
+    assert df.loc["hook_a:1", "effect"] == pytest.approx(0.0)
+    assert df.loc["hook_b", "effect"] == pytest.approx(0.0)
+    assert df.loc["hook_a:0", "effect"] > 0.5  # the answer logit collapses to 0
+    mean = iv.ablate(model, x, labels, ["hook_a:0"], how="mean")
+    # mean of a_0 is 2: logits become [4, 0] for both rows
+    expected = float(torch.nn.functional.cross_entropy(torch.tensor([[4.0, 0.0]] * 2), labels))
+    assert mean.loss.iloc[0] == pytest.approx(expected)
+    resample = iv.ablate(model, x, labels, ["hook_a:1"], how="resample")
+    assert resample.effect.iloc[0] == pytest.approx(0.0)
+
+
+def test_head_component_indexes_the_head_axis():
+    act = torch.zeros(5, 3, 4, 8)  # (batch, pos, head, d_head)
+    name, fn = iv.ablation_hook("blocks.0.attn.hook_z:2", "zero")
+    out = fn(act + 1, None)
+    assert out[:, :, 2].abs().sum() == 0 and out[:, :, [0, 1, 3]].min() == 1
+
+
+def test_bad_ablation_kind_names_the_parameter():
+    with pytest.raises(ValueError, match=r"how='max' is not allowed"):
+        iv.ablation_hook("hook_a", "max")
+
+
+def test_index_lists_select_several_neurons():
+    assert iv.parse_component("hook_post:3,8") == ("hook_post", [3, 8])
+    name, fn = iv.ablation_hook("hook_post:1,3", "zero")
+    out = fn(torch.ones(2, 5), None)
+    assert out.sum(0).tolist() == [2, 0, 2, 0, 2]
+
+
+def test_default_components_run_on_both_architectures():
+    from scidl.circuits import all_tokens
+    from scidl.config import make_config
+    from scidl.models import make_model
+    for arch in ("transformer", "mlp"):
+        cfg = make_config(p=11, arch=arch, d_mlp=16, d_model=16)
+        model = make_model(cfg.model, cfg.task)
+        tokens = all_tokens(11)
+        labels = (tokens[:, 0] + tokens[:, 1]) % 11
+        comps = iv.default_components(model)
+        df = iv.ablate(model, tokens, labels, comps, how="mean")
+        assert list(df.component) == comps and df.loss.notna().all()
