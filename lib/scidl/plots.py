@@ -145,3 +145,61 @@ def plot_checkpoint_view(share, key_freqs, acts, spectrum, step: int, neuron: in
         ax.grid(False)
     fig.tight_layout()
     return fig
+
+
+PHASE_COLORS = {"comprehension": "#4daf4a", "grokking": "#377eb8", "memorization": "#ff7f00",
+                "confusion": "#e41a1c", "diverged": "#999999", "mixed": "#cccccc"}
+
+
+def plot_phase_diagram(df: pd.DataFrame, x: str, y: str, phase: str = "phase") -> Figure:
+    """Return a phase diagram: one coloured cell per (x, y) with the majority phase over seeds."""
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    names = list(PHASE_COLORS)
+    majority = df.groupby([y, x])[phase].agg(lambda s: s.mode().iloc[0] if len(s.mode()) == 1 else "mixed")
+    grid = majority.unstack(x)
+    codes = grid.map(lambda v: names.index(v) if isinstance(v, str) else np.nan)
+    fig, (ax,) = _figure(1, width=6.5, height=3.8)
+    ax.imshow(codes.to_numpy(dtype=float), cmap=ListedColormap(list(PHASE_COLORS.values())),
+              vmin=-0.5, vmax=len(names) - 0.5, origin="lower", aspect="auto")
+    for (i, j), v in np.ndenumerate(grid.to_numpy()):
+        ax.text(j, i, str(v)[:4], ha="center", va="center", fontsize=7, color="white")
+    ax.set_xticks(range(len(grid.columns)), [f"{c:g}" for c in grid.columns])
+    ax.set_yticks(range(len(grid.index)), [f"{c:g}" for c in grid.index])
+    ax.set(xlabel=x, ylabel=y, title="phase diagram (majority over seeds)")
+    ax.grid(False)
+    present = [n for n in names if n in set(grid.to_numpy().ravel())]
+    ax.legend(handles=[Patch(color=PHASE_COLORS[n], label=n) for n in present],
+              bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_heatmap(df: pd.DataFrame, x: str, y: str, value: str, title: str = "",
+                 fmt: str = ".0f") -> Figure:
+    """Return a seaborn heatmap of the mean of `value` per (x, y); blank where it is missing."""
+    import seaborn as sns
+
+    table = df.groupby([y, x])[value].mean().unstack(x).sort_index(ascending=False)
+    fig, (ax,) = _figure(1, width=6.5, height=3.8)
+    sns.heatmap(table, annot=True, fmt=fmt, cmap="mako_r", ax=ax, cbar_kws={"label": value},
+                annot_kws={"fontsize": 7})
+    ax.set(title=title or value)
+    fig.tight_layout()
+    return fig
+
+
+def plot_aligned(long: pd.DataFrame, columns: list[str], align: dict[str, int]) -> Figure:
+    """Return each metric in `columns` against (step − jump step) for runs in `align` (hash → step)."""
+    fig, axes = _figure(len(columns), width=4.0, height=3.2)
+    for ax, col in zip(axes, columns):
+        for h, jump in align.items():
+            run = long[long.hash == h]
+            ax.plot(run.step - jump, run[col], lw=1, alpha=0.7)
+        ax.axvline(0, color="black", ls="--", lw=1)
+        ax.set(xlabel="steps from test-accuracy jump", title=col,
+               yscale="log" if "loss" in col else "linear")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,60 @@
+"""Model-steps per second for a sweep: batched ensemble vs sequential loop vs worker processes.
+
+Usage: python bench/bench_sweep.py [--steps 200]
+For a small (p=31, width 128) and a large (p=97, width 512) one-hot MLP, trains K seeds each way
+in a fresh temporary store and prints model-steps/s and the ratio to the sequential loop, plus the
+path the sweep's planner picks by itself.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+from scidl.config import make_config
+from scidl.ensemble import train_ensemble
+from scidl.store import RunStore
+from scidl.sweep import plan, run_sweep
+from scidl.train import train
+
+SIZES = {"small": dict(p=31, d_mlp=128, K=16), "large": dict(p=97, d_mlp=512, K=4)}
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench(size: str, steps: int) -> None:
+    s = SIZES[size]
+    base = make_config(p=s["p"], arch="mlp", d_mlp=s["d_mlp"], act="quadratic", lr=3e-3, frac_train=0.5,
+                       steps=steps, eval_every=50, checkpoint_every=0)
+    configs = [base.replace(seed=i) for i in range(s["K"])]
+    work = s["K"] * steps
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as d:
+        seq = timed(lambda: [train(c, RunStore(f"{d}/seq"), progress=False) for c in configs])
+        bat = timed(lambda: train_ensemble(configs, RunStore(f"{d}/batched")))
+        proc = timed(lambda: run_sweep(configs, RunStore(f"{d}/proc"), executor="processes", workers=2,
+                                       batch=False, progress=False))
+    picked = "batched" if len(plan(configs)[0]) > 1 else "one run per task"
+    print(f"{size}: p={s['p']} width={s['d_mlp']} K={s['K']} steps={steps} (sweep planner picks: {picked})")
+    for name, sec in (("sequential loop (2 threads)", seq), ("batched ensemble (2 threads)", bat),
+                      ("2 worker processes (1 thread each)", proc)):
+        print(f"  {name:36s} {work / sec:8.0f} model-steps/s  ratio {seq / sec:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=200)
+    args = ap.parse_args()
+    torch.use_deterministic_algorithms(True)
+    for size in SIZES:
+        bench(size, args.steps)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Sweeps: a grid (or random sample of it) over any config fields, run resumably through the run
+store, in-process, on local worker processes or on a Dask cluster; small MLP groups are batched.
+"""
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import random
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from scidl.config import ConfigError, RunConfig
+from scidl.ensemble import can_batch, train_ensemble
+from scidl.phenomena import classify_phase, grokking_summary
+from scidl.store import RunStore
+from scidl.train import train
+
+EXECUTORS = ("auto", "inprocess", "processes", "dask")
+# Batch only small MLPs: measured by bench/bench_sweep.py, stacked weights win for p*d_mlp around
+# 4k (p=31, width 128) and lose for p*d_mlp around 25k (p=97, width 256), where a step is compute-bound.
+BATCH_MAX_P_DMLP = 8192
+BATCH_MIN_MEMBERS = 4
+BATCH_MAX_MEMBERS = 32
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep: `grid` maps config field names to the values to try; the base fills the rest.
+
+    n_samples = 0 runs the full Cartesian grid; n_samples > 0 draws that many distinct grid points
+    at random (sample_seed), for random search over large grids.
+    """
+
+    grid: Mapping[str, Any] = field(default_factory=dict)
+    base: RunConfig = field(default_factory=RunConfig)
+    n_samples: int = 0
+    sample_seed: int = 0
+
+    def __post_init__(self) -> None:
+        grid = dict(self.grid)
+        for name, values in grid.items():
+            values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
+            if not values:
+                raise ConfigError(f"SweepConfig.grid[{name!r}]=() is not allowed: give at least one value")
+            grid[name] = values
+        object.__setattr__(self, "grid", tuple(grid.items()))  # frozen and hashable
+        if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, int) or self.n_samples < 0:
+            raise ConfigError(f"SweepConfig.n_samples={self.n_samples!r} is not allowed: must be an integer >= 0")
+        self.configs()  # validates every point: the error names the field and value
+
+    def configs(self) -> list[RunConfig]:
+        """Return the sweep's run configs, in a deterministic order."""
+        names = [n for n, _ in self.grid]
+        points = list(itertools.product(*(v for _, v in self.grid)))
+        if self.n_samples and self.n_samples < len(points):
+            points = random.Random(self.sample_seed).sample(points, self.n_samples)
+        return [self.base.replace(**dict(zip(names, pt))) for pt in points]
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # under contention one thread per process wins
+    torch.use_deterministic_algorithms(True)
+
+
+def _train_task(config: dict, root: str) -> str:
+    _init_worker()
+    cfg = RunConfig.from_dict(config)
+    train(cfg, RunStore(root), progress=False, on_divergence="stop")
+    return cfg.hash
+
+
+def _ensemble_task(configs: list[dict], root: str) -> list[str]:
+    _init_worker()
+    cfgs = [RunConfig.from_dict(c) for c in configs]
+    train_ensemble(cfgs, RunStore(root))
+    return [c.hash for c in cfgs]
+
+
+def plan(configs: list[RunConfig], batch: bool | str = "auto") -> list[list[RunConfig]]:
+    """Return the work units: lists of configs to train together (ensembles) or alone (length 1)."""
+    if batch is False:
+        return [[c] for c in configs]
+    groups: dict[tuple, list[RunConfig]] = {}
+    for c in configs:
+        key = (c.model.arch, c.model.d_mlp, c.model.act, c.task.p, c.task.op, c.train.steps,
+               c.train.eval_every, c.train.warmup_steps)
+        groups.setdefault(key, []).append(c)
+    units = []
+    for group in groups.values():
+        small = group[0].model.arch == "mlp" and group[0].task.p * group[0].model.d_mlp <= BATCH_MAX_P_DMLP
+        if can_batch(group) and (batch is True or (small and len(group) >= BATCH_MIN_MEMBERS)):
+            units += [group[i:i + BATCH_MAX_MEMBERS] for i in range(0, len(group), BATCH_MAX_MEMBERS)]
+        else:
+            units += [[c] for c in group]
+    return units
+
+
+def run_sweep(sweep: SweepConfig | list[RunConfig], store: RunStore | None = None,
+              executor: str = "auto", workers: int = 2, address: str | None = None,
+              batch: bool | str = "auto", progress: bool = True) -> pd.DataFrame:
+    """Train every unfinished run of the sweep and return sweep_frame() of all of them.
+
+    executor: "inprocess"; "processes" (`workers` local processes); "dask" (a LocalCluster of
+    `workers` processes, or the scheduler at `address`); "auto" = "dask" when an address is given,
+    else "inprocess" (bench/bench_sweep.py: process start-up outweighs the gain on short runs).
+    Finished runs are loaded, never retrained, so a killed sweep resumes where it stopped.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor={executor!r} is not allowed: must be one of {list(EXECUTORS)}")
+    store = store or RunStore()
+    configs = sweep.configs() if isinstance(sweep, SweepConfig) else list(sweep)
+    todo = [c for c in dict.fromkeys(configs) if not store.has(c)]
+    units = plan(todo, batch)
+    if executor == "auto":
+        executor = "dask" if address else "inprocess"
+    bar = tqdm(total=len(todo), desc=f"sweep ({len(configs) - len(todo)} done before)",
+               disable=not progress or not todo)
+    {"inprocess": _run_inprocess, "processes": _run_processes, "dask": _run_dask}[executor](
+        units, store, workers, address, bar)
+    bar.close()
+    return sweep_frame(configs, store)
+
+
+def _run_inprocess(units, store, workers, address, bar) -> None:
+    for unit in units:
+        _dispatch(unit, str(store.root))
+        bar.update(len(unit))
+
+
+def _dispatch(unit: list[RunConfig], root: str):
+    if len(unit) == 1:
+        return _train_task(unit[0].to_dict(), root)
+    return _ensemble_task([c.to_dict() for c in unit], root)
+
+
+def _run_processes(units, store, workers, address, bar, retries: int = 2) -> None:
+    for attempt in range(retries + 1):
+        pending = [u for u in units if not all(store.has(c) for c in u)]
+        if not pending:
+            return
+        ctx = multiprocessing.get_context("spawn")
+        try:
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+                futures = {pool.submit(_dispatch, u, str(store.root)): u for u in pending}
+                for fut in as_completed(futures):
+                    fut.result()
+                    bar.update(len(futures[fut]))
+        except BrokenProcessPool:  # a worker died (killed, OOM): restart the unfinished units
+            if attempt == retries:
+                raise
+
+
+def _run_dask(units, store, workers, address, bar) -> None:
+    from distributed import Client, LocalCluster
+    from distributed import as_completed as dask_completed
+
+    cluster = None if address else LocalCluster(n_workers=workers, threads_per_worker=1,
+                                                processes=True, dashboard_address=None)
+    with Client(address or cluster) as client:
+        futures = {client.submit(_dispatch, u, str(store.root), pure=False, retries=3,
+                                 key=f"scidl-{u[0].hash}-{len(u)}"): u for u in units}
+        for fut in dask_completed(futures):
+            fut.result()
+            bar.update(len(futures[fut]))
+    if cluster is not None:
+        cluster.close()
+
+
+def sweep_frame(configs: list[RunConfig], store: RunStore | None = None,
+                min_ratio: float = 5.0) -> pd.DataFrame:
+    """Return one tidy row per finished run: config fields, summary, grokking steps and phase."""
+    store = store or RunStore()
+    rows = []
+    for c in dict.fromkeys(configs):
+        if not store.has(c):
+            continue
+        run = store.load(c)
+        flat = {k.split(".", 1)[1]: v for k, v in c.flat().items()}
+        summary = {k: v for k, v in run.summary.items() if not isinstance(v, (dict, list))}
+        rows.append({"hash": run.hash, **flat, **summary, **grokking_summary(run.metrics),
+                     "phase": classify_phase(run.metrics, min_ratio)})
+    return pd.DataFrame(rows)
+
+
+def sweep_metrics(configs: list[RunConfig], store: RunStore | None = None,
+                  columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Return per-step metrics of every finished run, long format, with `columns` config fields."""
+    store = store or RunStore()
+    frames = []
+    for c in dict.fromkeys(configs):
+        if store.has(c):
+            flat = {k.split(".", 1)[1]: v for k, v in c.flat().items()}
+            frames.append(store.load(c).metrics.assign(hash=c.hash, **{k: flat[k] for k in columns}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
