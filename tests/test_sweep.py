@@ -133,3 +133,12 @@ def test_dask_local_cluster_survives_a_killed_worker(tmp_path):
     df = result["df"]
     assert len(df) == 12 and (df.status == "finished").all()
     assert len(store.runs()) == 12
+
+
+def test_sweep_frame_is_numeric_even_when_nothing_groks(tmp_path):
+    configs = SweepConfig({"seed": [0, 1]}, BASE.replace(steps=5)).configs()
+    df = run_sweep(configs, RunStore(tmp_path), executor="inprocess", progress=False)
+    assert df.grok_step.isna().all() and df.grok_step.dtype == float
+    from scidl.plots import plot_heatmap, plot_phase_diagram
+    plot_heatmap(df, "frac_train", "weight_decay", "grok_step")
+    plot_phase_diagram(df, "frac_train", "weight_decay")

@@ -36,3 +36,11 @@ def test_split_is_deterministic_and_seeded():
     x, _ = a.train
     t, _ = a.test
     assert len(x) + len(t) == 31 * 31
+
+
+def test_random_control_task_is_a_fixed_function_without_structure():
+    a = make_dataset(TaskConfig(op="random", p=31, frac_train=0.5))
+    b = make_dataset(TaskConfig(op="random", p=31, frac_train=0.5, data_seed=3))
+    assert torch.equal(a.labels, b.labels)  # same function, different split
+    add = make_dataset(TaskConfig(op="add", p=31, frac_train=0.5))
+    assert (a.labels == add.labels).float().mean() < 0.1

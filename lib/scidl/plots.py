@@ -184,6 +184,10 @@ def plot_heatmap(df: pd.DataFrame, x: str, y: str, value: str, title: str = "",
 
     table = df.groupby([y, x])[value].mean().unstack(x).sort_index(ascending=False)
     fig, (ax,) = _figure(1, width=6.5, height=3.8)
+    if table.isna().all().all():
+        ax.text(0.5, 0.5, f"no run has a {value}", ha="center", va="center", transform=ax.transAxes)
+        ax.set(title=title or value, xlabel=x, ylabel=y)
+        return fig
     sns.heatmap(table, annot=True, fmt=fmt, cmap="mako_r", ax=ax, cbar_kws={"label": value},
                 annot_kws={"fontsize": 7})
     ax.set(title=title or value)

@@ -185,7 +185,11 @@ def sweep_frame(configs: list[RunConfig], store: RunStore | None = None,
         summary = {k: v for k, v in run.summary.items() if not isinstance(v, (dict, list))}
         rows.append({"hash": run.hash, **flat, **summary, **grokking_summary(run.metrics),
                      "phase": classify_phase(run.metrics, min_ratio)})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    for col in ("memorization_step", "grok_step", "grok_gap", "grok_ratio"):
+        if col in df:  # "never" is NaN, so the columns stay numeric
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    return df
 
 
 def sweep_metrics(configs: list[RunConfig], store: RunStore | None = None,

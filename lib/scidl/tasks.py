@@ -18,6 +18,12 @@ def _div(a: Tensor, b: Tensor, p: int) -> Tensor:
     return a * inverse[b] % p
 
 
+def _random(a: Tensor, b: Tensor, p: int) -> Tensor:
+    """A fixed random function of (a, b): the no-structure control task (shuffled labels)."""
+    table = torch.randint(0, p, (p, p), generator=torch.Generator().manual_seed(p))
+    return table[a, b]
+
+
 OPERATIONS: dict[str, Operation] = {
     "add": lambda a, b, p: (a + b) % p,
     "sub": lambda a, b, p: (a - b) % p,
@@ -26,6 +32,7 @@ OPERATIONS: dict[str, Operation] = {
     "x2+y2": lambda a, b, p: (a * a + b * b) % p,
     "x2+xy+y2": lambda a, b, p: (a * a + a * b + b * b) % p,
     "x3+xy": lambda a, b, p: (a * a * a + a * b) % p,
+    "random": _random,
 }
 # Operations whose second operand must be non-zero.
 NONZERO_B = frozenset({"div"})
