@@ -69,3 +69,10 @@ def test_evidence_needs_registration_and_is_timestamped_after_it(tmp_path):
 def test_bad_comparison_is_refused():
     with pytest.raises(LedgerError, match=r"comparison='>='"):
         _h(comparison=">=")
+
+
+def test_verdict_without_evidence_is_untested_and_not_recorded(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    ledger.register(_h())
+    assert ledger.verdict("H1")["verdict"] == "untested"
+    assert ledger.records("verdict") == []

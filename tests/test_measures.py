@@ -54,3 +54,10 @@ def test_detect_phases_on_synthetic_curves():
                       "test_acc": [0, 0, 0, 0, .01, .02, .1, .6, .995, 1, 1],
                       "test_loss": [4, 8, 10, 12, 11, 9, 5, 1.0, 0.1, 0.05, 0.01]})
     assert detect_phases(m) == {"memorization_end": 100, "circuit_formation_end": 700, "cleanup_end": 800}
+
+
+def test_first_crossing_and_value_at():
+    from scidl.measures import first_crossing, value_at
+    t = pd.DataFrame({"step": [0, 10, 20, 30], "x": [5.0, 0.1, 2.0, 3.0]})
+    assert first_crossing(t, "x", 1.0, after=0) == 20 and first_crossing(t, "x", 9.0) is None
+    assert value_at(t, "x", 25) == 2.0

@@ -15,6 +15,7 @@ SMALL = yaml.safe_load((ROOT / "ci" / "small_params.yaml").read_text())
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path, monkeypatch):
     monkeypatch.setenv("SCIDL_STORE", str(tmp_path / "runs"))  # the kernel inherits it
+    monkeypatch.setenv("SCIDL_LEDGER", str(tmp_path / "ledger.jsonl"))
 
 
 def _execute(nb: Path, out: Path, **params):

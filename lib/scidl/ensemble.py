@@ -1,13 +1,12 @@
 """Train K same-shape one-hot MLPs as one batched computation, each with its own lr, weight decay,
 init scale, seed and train split; every member is stored as an ordinary run.
 
-Each step computes all p*p pairs for every member (so evaluation is free) and masks the loss to the
-member's train split; the optimizer is AdamW written out on stacked weights with per-member lr/wd,
-matching torch.optim.AdamW step for step.
+Each step runs every member on the union of the members' train pairs and masks the loss to each
+member's own split (evaluation on all pairs runs every eval_every steps); the optimizer is AdamW
+written out on stacked weights with per-member lr/wd, matching torch.optim.AdamW step for step.
 """
 from __future__ import annotations
 
-import math
 import time
 
 import pandas as pd
@@ -19,7 +18,7 @@ from scidl.config import RunConfig
 from scidl.models import ACTS, make_model
 from scidl.store import RunStore
 from scidl.tasks import make_dataset
-from scidl.train import _summary
+from scidl.train import summarize_metrics
 
 SHARED = ("arch", "d_mlp", "act", "n_layers")  # model fields that must agree across members
 
@@ -135,7 +134,7 @@ def train_ensemble(configs: list[RunConfig], store: RunStore | None = None) -> N
     seconds = time.perf_counter() - start
     for k, (cfg, work) in enumerate(zip(configs, works)):
         metrics = pd.DataFrame(rows[k])
-        store.commit(work, metrics, {**_summary(metrics, diverged[k], seconds / K), "trained_in": f"ensemble of {K}"})
+        store.commit(work, metrics, {**summarize_metrics(metrics, diverged[k], seconds / K), "trained_in": f"ensemble of {K}"})
 
 
 def _save_members(works, configs, step, W_in, W_out, active) -> None:

@@ -150,10 +150,12 @@ class Ledger:
                 if r["hypothesis"] == hid and r["condition"] == condition]
 
     def verdict(self, hid: str) -> dict[str, Any]:
-        """Return (and record, once per evidence set) the verdict of `hid` from its main evidence."""
+        """Return (and record, once per evidence set) the verdict of `hid` from its main evidence;
+        'untested' (not recorded) when there is no evidence."""
         h, values = self.hypothesis(hid), self.evidence(hid)
-        if not values:
-            raise LedgerError(f"hypothesis {hid} has no evidence yet")
+        if not values:  # nothing measured (e.g. no run in the hypothesis' scope): nothing to record
+            return {"hypothesis": hid, "n": 0, "mean": math.nan, "ci_low": math.nan,
+                    "ci_high": math.nan, "verdict": "untested"}
         mean, low, high = mean_ci(values)
         row = {"hypothesis": hid, "n": len(values), "mean": mean, "ci_low": low, "ci_high": high,
                "verdict": judge(h, low, high)}

@@ -146,3 +146,14 @@ def detect_phases(metrics: pd.DataFrame, drop: float = 0.1) -> dict[str, int | N
     fallen = after[(after.step >= peak_step) & (after.test_loss <= drop * peak)]
     C = int(fallen.step.iloc[0]) if len(fallen) else None
     return {"memorization_end": M, "circuit_formation_end": C, "cleanup_end": G}
+
+
+def first_crossing(table: pd.DataFrame, column: str, threshold: float, after: int = 0) -> int | None:
+    """Return the first step > `after` where `column` exceeds `threshold`, or None."""
+    hit = table[(table.step > after) & (table[column] > threshold)]
+    return int(hit.step.iloc[0]) if len(hit) else None
+
+
+def value_at(metrics: pd.DataFrame, column: str, step: int) -> float:
+    """Return `column` at the last evaluated step <= `step`."""
+    return float(metrics[metrics.step <= step][column].iloc[-1])

@@ -207,3 +207,27 @@ def plot_aligned(long: pd.DataFrame, columns: list[str], align: dict[str, int]) 
                yscale="log" if "loss" in col else "linear")
     fig.tight_layout()
     return fig
+
+
+def plot_progress_measures(pm: pd.DataFrame, phases: dict[str, int | None] | None = None) -> Figure:
+    """Return progress measures over checkpoints: losses (incl. restricted and excluded), Gini
+    sparsity and weight norm, with phase boundaries as dashed lines."""
+    fig, (ax_l, ax_g, ax_w) = _figure(3, width=4.2, height=3.3)
+    for col, color in (("train_loss", "tab:blue"), ("test_loss", "tab:orange"),
+                       ("restricted_loss", "tab:green"), ("excluded_loss", "tab:red")):
+        if col in pm and pm[col].notna().any():
+            ax_l.plot(pm.step, pm[col].clip(lower=1e-8), color=color, label=col.replace("_", " "))
+    ax_l.set(yscale="log", xlabel="step", title="losses")
+    ax_l.legend(fontsize=7)
+    for col, color in (("gini_embedding", "tab:purple"), ("gini_neurons", "tab:brown")):
+        ax_g.plot(pm.step, pm[col], color=color, label=col.replace("_", " "))
+    ax_g.set(xlabel="step", title="Fourier sparsity (Gini)", ylim=(0, 1))
+    ax_g.legend(fontsize=7)
+    ax_w.plot(pm.step, pm.weight_norm, color="tab:gray")
+    ax_w.set(xlabel="step", title="weight norm")
+    for ax in (ax_l, ax_g, ax_w):
+        for step in (phases or {}).values():
+            if step is not None:
+                ax.axvline(step, color="black", ls="--", lw=0.8)
+    fig.tight_layout()
+    return fig

@@ -100,10 +100,11 @@ def _train_into(cfg: RunConfig, store: RunStore, progress: bool) -> None:
         sched.step()
     bar.close()
     metrics = pd.DataFrame(rows)
-    store.commit(work, metrics, _summary(metrics, diverged_step, time.perf_counter() - start))
+    store.commit(work, metrics, summarize_metrics(metrics, diverged_step, time.perf_counter() - start))
 
 
-def _summary(metrics: pd.DataFrame, diverged_step: int | None, seconds: float) -> dict[str, Any]:
+def summarize_metrics(metrics: pd.DataFrame, diverged_step: int | None, seconds: float) -> dict[str, Any]:
+    """Return a run's summary: status, divergence step, steps run, seconds and final metrics."""
     last = metrics.iloc[-1].to_dict()
     final = {f"final_{k}": (None if pd.isna(v) else float(v)) for k, v in last.items() if k != "step"}
     return {"status": "diverged" if diverged_step is not None else "finished",
