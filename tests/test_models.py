@@ -81,3 +81,11 @@ def test_same_seed_same_init():
     assert isinstance(a, Transformer)
     for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
         assert torch.equal(pa, pb), n
+
+
+def test_fast_path_falls_back_when_the_last_token_is_not_equals():
+    model, ds = _model(p=23)
+    odd = ds.tokens[:50].clone()
+    odd[:, 2] = 5
+    with torch.no_grad():
+        assert torch.allclose(model.last_logits(odd), model(odd)[:, -1])

@@ -12,10 +12,16 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 SMALL = yaml.safe_load((ROOT / "ci" / "small_params.yaml").read_text())
 
 
+@pytest.fixture(scope="session")
+def _shared(tmp_path_factory):
+    return tmp_path_factory.mktemp("notebook-reruns")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_store(tmp_path, monkeypatch):
-    monkeypatch.setenv("SCIDL_STORE", str(tmp_path / "runs"))  # the kernel inherits it
-    monkeypatch.setenv("SCIDL_LEDGER", str(tmp_path / "ledger.jsonl"))
+def _isolated_store(_shared, monkeypatch):
+    # one store and ledger for the whole rerun, as in the main job: 05 tests what 04 registered
+    monkeypatch.setenv("SCIDL_STORE", str(_shared / "runs"))  # the kernel inherits it
+    monkeypatch.setenv("SCIDL_LEDGER", str(_shared / "ledger.jsonl"))
 
 
 def _execute(nb: Path, out: Path, **params):

@@ -114,7 +114,8 @@ class Ledger:
             if r["id"] == hid:
                 fields = {k: r[k] for k in Hypothesis.__dataclass_fields__}
                 return Hypothesis(**fields)
-        raise LedgerError(f"hypothesis id={hid!r} is not registered in {self.path}")
+        raise LedgerError(f"hypothesis id={hid!r} is not registered in {self.path}: register it "
+                          f"first (notebook 04 registers H1-H3)")
 
     def register(self, h: Hypothesis) -> Hypothesis:
         """Record `h` with a timestamp; re-registering the identical hypothesis is a no-op, any

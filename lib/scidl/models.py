@@ -105,8 +105,8 @@ class Transformer(HookedRootModule):
         position j depends on token j alone, so they are (vocab, ...) lookup tables.
         Hooks do not fire here: use forward() / run_with_cache for analysis.
         """
-        if len(self.blocks) != 1 or tokens.shape[1] != self.n_ctx:
-            return self(tokens)[:, -1]
+        if len(self.blocks) != 1 or tokens.shape[1] != self.n_ctx or bool((tokens[:, 2] != self.p).any()):
+            return self(tokens)[:, -1]  # the tables assume one layer and '=' last
         attn, mlp = self.blocks[0].attn, self.blocks[0].mlp
         x_eq = self.W_E[self.p] + self.W_pos[2]  # (d_model,) the '=' residual, same for all rows
         q = einsum(x_eq, attn.W_Q, "d, h d e -> h e") / math.sqrt(attn.W_Q.shape[-1])
