@@ -44,8 +44,13 @@ def test_notebook_has_one_commented_parameters_cell(nb):
     cells = nbformat.read(nb, as_version=4).cells
     tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
-    for line in tagged[0].source.splitlines():
+    lines = tagged[0].source.splitlines()
+    for line in lines:
         assert re.match(r"^\w+: [\w\[\], ]+ = .+  # .+", line), f"untyped or uncommented: {line!r}"
+    # papermill --help-notebook must see every parameter (it skips lines with a second '=')
+    from papermill.translators import PythonTranslator
+    seen = [p.name for p in PythonTranslator.inspect(tagged[0])]
+    assert seen == [line.split(":")[0] for line in lines]
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
