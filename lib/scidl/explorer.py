@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 import torch
-from IPython.display import display
 from matplotlib.figure import Figure
 
 from scidl import circuits, fourier, plots
@@ -45,9 +44,10 @@ class CheckpointExplorer:
         out = widgets.Output()
 
         def redraw(_=None) -> None:
-            with out:
-                out.clear_output(wait=True)
-                display(self.figure(step.value, neuron.value))
+            # set the Output's state in the kernel: no display message, so headless runners
+            # (papermill, nbval) keep the same cell outputs whether or not they manage widgets
+            out.outputs = ()
+            out.append_display_data(self.figure(step.value, neuron.value))
         step.observe(redraw, "value")
         neuron.observe(redraw, "value")
         redraw()
