@@ -60,7 +60,8 @@ def test_notebook_reruns_with_small_parameters(nb, tmp_path):
     assert _verdict(out), "the Verdict prints name = value lines"
 
 
-@pytest.mark.parametrize("param, value", [("p", 100), ("frac_train", 1.5), ("op", "pow")])
+@pytest.mark.parametrize("param, value", [("p", 100), ("frac_train", 1.5), ("op", "pow"),
+                                          ("foo", 1), ("p", "abc"), ("steps", 1.5)])
 def test_bad_parameter_fails_at_once_naming_it(param, value, tmp_path):
     nb = ROOT / "notebooks" / "01_pick_phenomenon.ipynb"
     with pytest.raises(pm.PapermillExecutionError) as err:

@@ -5,15 +5,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
-from scidl.store import RunStore
+from scidl.store import RunNotFound, RunStore, StoreError, StoreWarning
 from scidl.train import train
 
 KILLABLE = """
 import sys, torch
 from scidl.config import make_config
-from scidl.store import RunStore
+from scidl.store import RunNotFound, RunStore, StoreError, StoreWarning
 from scidl.train import train
 torch.set_num_threads(1)
 cfg = make_config(p=23, d_model=32, n_heads=4, d_mlp=64, steps=int(sys.argv[2]), eval_every=10,
@@ -67,3 +68,69 @@ def test_sigkill_mid_run_leaves_nothing_finished_and_rerun_completes(tmp_path):
     assert runs[0].checkpoint_steps == list(range(0, 3001, 10))
     assert len(runs[0].metrics) == 301
     assert not list(root.glob(".tmp-*")), "stale work directories are cleaned up"
+
+
+# ---------------------------------------------------------------- damaged folders
+
+
+def _trained(cfg, store):
+    run = train(cfg, store, progress=False)
+    return run, run.summary["finished_at"]
+
+
+def test_folder_without_summary_is_set_aside_and_trained_once(tiny_config, store):
+    folder = store.path(tiny_config)
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    with pytest.warns(StoreWarning, match="no summary.json"):
+        run, finished = _trained(tiny_config, store)
+    assert run.summary["status"] == "finished"
+    assert train(tiny_config, store, progress=False).summary["finished_at"] == finished  # loaded, not retrained
+    assert len(list(store.root.glob(f".damaged-{tiny_config.hash}-*"))) == 1
+
+
+@pytest.mark.parametrize("name, damage, message", [
+    ("config.json", lambda p: p.write_text(p.read_text()[:20]), "cannot be read as JSON"),
+    ("summary.json", lambda p: p.write_text(p.read_text()[:20]), "cannot be read as JSON"),
+    ("metrics.parquet", lambda p: p.write_bytes(p.read_bytes()[:50]), "truncated"),
+    ("config.json", lambda p: p.write_text(p.read_text().replace('"p": 23', '"p": 29')), "hashes to"),
+])
+def test_damaged_file_is_named_then_set_aside_and_retrained(tiny_config, store, name, damage, message):
+    _, first = _trained(tiny_config, store)
+    path = store.path(tiny_config) / name
+    damage(path)
+    with pytest.raises(StoreError, match=message) as err:
+        store.load(tiny_config)
+    assert str(path) in str(err.value)
+    assert not store.has(tiny_config)
+    with pytest.warns(StoreWarning, match="skipped a damaged run folder"):
+        assert store.index().empty
+    with pytest.warns(StoreWarning, match="moved to .damaged-"):
+        run, again = _trained(tiny_config, store)
+    assert again != first and run.summary["status"] == "finished" and store.has(tiny_config)
+
+
+def test_damaged_checkpoint_names_the_file(tiny_config, store):
+    run, _ = _trained(tiny_config, store)
+    path = run.path / "checkpoints" / "step_0000020.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(StoreError, match="cannot be read as safetensors") as err:
+        run.load_model(20)
+    assert str(path) in str(err.value)
+    with pytest.raises(StoreError, match=r"step=7 is not allowed"):
+        run.load_state(7)
+
+
+def test_checkpoint_of_another_shape_is_refused_naming_the_folder(tiny_config, store):
+    run, _ = _trained(tiny_config, store)
+    other, _ = _trained(tiny_config.replace(d_mlp=32), store)
+    target = run.path / "checkpoints" / "step_0000060.safetensors"
+    target.write_bytes((other.path / "checkpoints" / "step_0000060.safetensors").read_bytes())
+    with pytest.raises(StoreError, match="does not fit the run's config"):
+        run.load_model(60)
+
+
+def test_unknown_run_is_a_clear_key_error(store):
+    with pytest.raises(RunNotFound, match="run='nope' is not allowed") as err:
+        store.load("nope")
+    assert isinstance(err.value, KeyError)

@@ -6,6 +6,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from scidl import fourier
+from scidl.errors import check_number
 from scidl.models import MLP, NEURON_HOOK, Transformer, embedding_matrix
 
 Model = Transformer | MLP
@@ -64,6 +65,7 @@ def key_freqs(model: Model, threshold: float = 0.85, min_frac: float = 0.02) -> 
     a multiple of the uniform share) agrees on grokked transformers at p=113 but misses real key
     frequencies at smaller p, where the uniform share is large; both are shown in notebook 03.
     """
+    check_number("min_frac", min_frac, 0, 1)
     _, clusters = neuron_clusters(model, threshold)
     counts = torch.bincount(clusters, minlength=fourier.n_freqs(model.p) + 1)
     return [k for k in range(1, len(counts)) if counts[k] >= max(1, min_frac * len(clusters))]
@@ -71,5 +73,6 @@ def key_freqs(model: Model, threshold: float = 0.85, min_frac: float = 0.02) -> 
 
 def neuron_clusters(model: Model, threshold: float = 0.85) -> tuple[Tensor, Tensor]:
     """Return (fractions (n, k) of each neuron's variance per frequency, cluster id per neuron)."""
+    check_number("threshold", threshold, 0, 1, low_open=True)
     fractions = fourier.neuron_freq_fractions(neuron_acts(model))
     return fractions, fourier.cluster_neurons(fractions, threshold)

@@ -4,16 +4,36 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from scidl.errors import ScidlError, check_number, not_allowed, scalar
 
-class ConfigError(ValueError):
+
+class ConfigError(ScidlError):
     """A config field has a value that is not allowed; the message names field, value and rule."""
 
 
 def _fail(owner: str, name: str, value: Any, allowed: str) -> None:
-    raise ConfigError(f"{owner}.{name}={value!r} is not allowed: {allowed}")
+    raise ConfigError(not_allowed(f"{owner}.{name}", value, allowed))
+
+
+def machine_memory() -> int:
+    """Return this machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+# A run may plan to use at most this share of the machine's memory (the rest: Python, notebooks).
+MEMORY_SHARE = 0.5
+
+
+def _check_memory(owner: str, name: str, value: Any, need: float, what: str) -> None:
+    """Refuse, before anything is allocated, a size whose estimated memory exceeds the budget."""
+    budget = MEMORY_SHARE * machine_memory()
+    if need > budget:
+        _fail(owner, name, value, f"{what} needs ~{need / 2**30:.3g} GiB, more than "
+                                  f"{MEMORY_SHARE:.0%} of this machine's {machine_memory() / 2**30:.3g} GiB")
 
 
 def is_prime(n: int) -> bool:
@@ -27,9 +47,7 @@ def _normalize(cfg: Any) -> None:
     """Turn numpy scalars into Python numbers and ints into floats for float fields, so that equal
     values give one hash (weight_decay=1 and weight_decay=1.0 are the same run)."""
     for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy / torch scalar
-            value = value.item()
+        value = scalar(getattr(cfg, f.name))  # numpy / torch scalars become Python numbers
         if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         object.__setattr__(cfg, f.name, value)
@@ -41,8 +59,19 @@ def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
 
 
 def _check_positive(owner: str, name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        _fail(owner, name, value, "must be a number > 0")
+    check_number(f"{owner}.{name}", value, 0, low_open=True, error=ConfigError)
+
+
+def _check_choice(owner: str, name: str, value: Any, choices) -> None:
+    if not isinstance(value, str) or value not in choices:
+        _fail(owner, name, value, f"must be one of {sorted(choices)}")
+
+
+def n_pairs(p: int, op: str) -> int:
+    """Return the number of (a, b) pairs of the task (b = 0 is dropped where b must be non-zero)."""
+    from scidl.tasks import NONZERO_B
+
+    return p * (p - 1) if op in NONZERO_B else p * p
 
 
 @dataclass(frozen=True)
@@ -58,15 +87,26 @@ class TaskConfig:
         from scidl.tasks import OPERATIONS
 
         _normalize(self)
-        if self.op not in OPERATIONS:
-            _fail("TaskConfig", "op", self.op, f"must be one of {sorted(OPERATIONS)}")
+        _check_choice("TaskConfig", "op", self.op, OPERATIONS)
         _check_int("TaskConfig", "p", self.p, 3)
+        # the full grid of logits (p^3 float64) is what the measures hold at once
+        _check_memory("TaskConfig", "p", self.p, 8.0 * self.p**3 + 64.0 * self.p**2, "the (a, b, c) grid")
         if not is_prime(self.p):
             _fail("TaskConfig", "p", self.p, "p must be a prime >= 3")
         if isinstance(self.frac_train, bool) or not isinstance(self.frac_train, (int, float)) \
                 or not 0 < self.frac_train < 1:
             _fail("TaskConfig", "frac_train", self.frac_train, "must satisfy 0 < frac_train < 1")
+        n = n_pairs(self.p, self.op)
+        if not 1 <= self.n_train <= n - 1:
+            _fail("TaskConfig", "frac_train", self.frac_train,
+                  f"it leaves {self.n_train} of {n} pairs for training and {n - self.n_train} for "
+                  f"testing; both splits must be non-empty")
         _check_int("TaskConfig", "data_seed", self.data_seed, 0)
+
+    @property
+    def n_train(self) -> int:
+        """Return the number of training pairs."""
+        return round(self.frac_train * n_pairs(self.p, self.op))
 
 
 ARCHS = ("transformer", "mlp")
@@ -88,12 +128,13 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _normalize(self)
-        if self.arch not in ARCHS:
-            _fail("ModelConfig", "arch", self.arch, f"must be one of {list(ARCHS)}")
-        if self.act not in ACTIVATIONS:
-            _fail("ModelConfig", "act", self.act, f"must be one of {list(ACTIVATIONS)}")
+        _check_choice("ModelConfig", "arch", self.arch, ARCHS)
+        _check_choice("ModelConfig", "act", self.act, ACTIVATIONS)
         for name in ("d_model", "n_heads", "d_mlp", "n_layers"):
             _check_int("ModelConfig", name, getattr(self, name), 1)
+            # one weight matrix of this width must fit (d x d floats with AdamW's two moments)
+            _check_memory("ModelConfig", name, getattr(self, name), 16.0 * getattr(self, name) ** 2,
+                          "a square weight matrix of that width")
         if self.d_model % self.n_heads:
             _fail("ModelConfig", "n_heads", self.n_heads,
                   f"n_heads must divide d_model={self.d_model}")
@@ -125,9 +166,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _normalize(self)
         _check_positive("TrainConfig", "lr", self.lr)
-        wd = self.weight_decay
-        if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not wd >= 0:
-            _fail("TrainConfig", "weight_decay", wd, "must be a number >= 0")
+        check_number("TrainConfig.weight_decay", self.weight_decay, 0, error=ConfigError)
         for name in ("beta1", "beta2"):
             b = getattr(self, name)
             if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1:
@@ -137,9 +176,10 @@ class TrainConfig:
         _check_int("TrainConfig", "eval_every", self.eval_every, 1)
         _check_int("TrainConfig", "checkpoint_every", self.checkpoint_every, 0)
         _check_int("TrainConfig", "seed", self.seed, 0)
-        if self.loss_dtype not in LOSS_DTYPES:
-            _fail("TrainConfig", "loss_dtype", self.loss_dtype, f"must be one of {list(LOSS_DTYPES)}")
-        steps = tuple(self.checkpoint_steps)
+        _check_choice("TrainConfig", "loss_dtype", self.loss_dtype, LOSS_DTYPES)
+        if isinstance(self.checkpoint_steps, (str, bytes)) or not hasattr(self.checkpoint_steps, "__iter__"):
+            _fail("TrainConfig", "checkpoint_steps", self.checkpoint_steps, "must be a list of integers")
+        steps = tuple(scalar(s) for s in self.checkpoint_steps)
         if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= self.steps
                for s in steps):
             _fail("TrainConfig", "checkpoint_steps", self.checkpoint_steps,
@@ -164,15 +204,34 @@ class RunConfig:
         for name, cls in (("task", TaskConfig), ("model", ModelConfig), ("train", TrainConfig)):
             if not isinstance(getattr(self, name), cls):
                 _fail("RunConfig", name, getattr(self, name), f"must be a {cls.__name__}")
+        self._check_memory()
+
+    def _check_memory(self) -> None:
+        """Refuse a run whose full-batch training would not fit in memory (estimated per pair:
+        float64 logits and their gradient, MLP activations, the residual stream)."""
+        n, m = n_pairs(self.task.p, self.task.op), self.model
+        per_pair = 32.0 * self.task.p + 16.0 * m.d_mlp + 48.0 * m.d_model * max(m.n_layers, 1)
+        weights = 16.0 * (2 * self.task.p * max(m.d_model, m.d_mlp) + 6 * m.n_layers * m.d_model * m.d_mlp)
+        _check_memory("RunConfig", "task.p", self.task.p, n * per_pair + weights,
+                      f"full-batch training of {m.arch} (d_model={m.d_model}, d_mlp={m.d_mlp})")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        train = dict(d["train"])
-        train["checkpoint_steps"] = tuple(train.get("checkpoint_steps", ()))
-        return cls(TaskConfig(**d["task"]), ModelConfig(**d["model"]), TrainConfig(**train))
+        """Return the RunConfig of `to_dict()` output (ConfigError names a missing or unknown field)."""
+        sections = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}
+        if not isinstance(d, dict) or set(d) != set(sections) or not all(isinstance(v, dict) for v in d.values()):
+            _fail("RunConfig", "from_dict", d, f"must be a dict with the sections {sorted(sections)}")
+        parts = {}
+        for name, cls_ in sections.items():
+            known = {f.name for f in dataclasses.fields(cls_)}
+            unknown = sorted(set(d[name]) - known)
+            if unknown:
+                _fail("RunConfig", name, unknown, f"unknown field(s); {cls_.__name__} has {sorted(known)}")
+            parts[name] = cls_(**d[name])
+        return cls(**parts)
 
     @property
     def hash(self) -> str:

@@ -1,9 +1,11 @@
 """Train K same-shape one-hot MLPs as one batched computation, each with its own lr, weight decay,
 init scale, seed and train split; every member is stored as an ordinary run.
 
-Each step runs every member on the union of the members' train pairs and masks the loss to each
-member's own split (evaluation on all pairs runs every eval_every steps); the optimizer is AdamW
-written out on stacked weights with per-member lr/wd, matching torch.optim.AdamW step for step.
+One hash, one result: each member sees only its own train pairs (the members' splits have the
+same size, so they stack), and every operation is either elementwise or a per-member matmul, so a
+member is bit-identical to the same config trained alone, which `train()` does with this engine
+and K = 1 (tests/test_ensemble.py asserts it). The optimizer is AdamW written out on stacked
+weights with per-member lr/wd, matching torch.optim.AdamW step for step.
 """
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from scidl.config import RunConfig
+from scidl.config import ConfigError, RunConfig
 from scidl.models import ACTS, make_model
 from scidl.store import RunStore
 from scidl.tasks import make_dataset
@@ -24,9 +27,13 @@ SHARED = ("arch", "d_mlp", "act", "n_layers")  # model fields that must agree ac
 
 
 def can_batch(configs: list[RunConfig]) -> bool:
-    """Return whether `configs` can be trained as one ensemble (same MLP shape, task size, steps)."""
+    """Return whether `configs` can be trained as one ensemble (same MLP shape, task and train-split
+    size, steps)."""
+    if not configs or not all(isinstance(c, RunConfig) for c in configs):
+        return False
     first = configs[0]
     same = lambda c: (c.model.arch == "mlp" and c.task.p == first.task.p and c.task.op == first.task.op
+                      and c.task.n_train == first.task.n_train
                       and all(getattr(c.model, f) == getattr(first.model, f) for f in SHARED)
                       and c.train.steps == first.train.steps and c.train.eval_every == first.train.eval_every
                       and c.train.warmup_steps == first.train.warmup_steps
@@ -83,59 +90,88 @@ def _metrics(logits: Tensor, labels: Tensor, masks: Tensor, params: list[Tensor]
     return rows
 
 
-def train_ensemble(configs: list[RunConfig], store: RunStore | None = None) -> None:
+class _PairSum(torch.autograd.Function):
+    """table[rows[:, 0]] + table[rows[:, 1]], whose backward adds each sample's gradient to its rows
+    in sample order. embedding_bag's own backward sums in an order that depends on the table's
+    size, so a member of K would differ in the last bits from the same member trained alone."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, table: Tensor) -> Tensor:
+        ctx.save_for_backward(rows)
+        ctx.n_rows = table.shape[0]
+        return F.embedding_bag(rows, table, mode="sum")  # (N, d)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:
+        (rows,) = ctx.saved_tensors
+        table_grad = grad.new_zeros(ctx.n_rows, grad.shape[1])
+        table_grad.index_add_(0, rows[:, 0], grad)
+        table_grad.index_add_(0, rows[:, 1], grad)
+        return None, table_grad
+
+
+def _member_rows(tokens: Tensor, p: int, K: int) -> Tensor:
+    """Return (K, n, 2) rows of the flattened (K*2p, d_mlp) first layer: member k's a and b rows."""
+    offset = (torch.arange(K) * 2 * p).view(K, 1, 1)
+    return torch.stack([tokens[..., 0], tokens[..., 1] + p], dim=-1) + offset
+
+
+def train_ensemble(configs: list[RunConfig], store: RunStore | None = None, progress: bool = False) -> None:
     """Train every config of a batchable group together and commit each member to the store."""
     if not can_batch(configs):
-        raise ValueError("configs is not allowed: ensemble members must share an MLP shape, task "
-                         "p/op, steps, eval_every and warmup_steps (see ensemble.can_batch)")
+        raise ConfigError(f"configs={[getattr(c, 'hash', c) for c in configs]!r} is not allowed: "
+                          f"ensemble members must be RunConfigs that share an MLP shape, task p/op, "
+                          f"train-split size, steps, eval_every and warmup_steps (see ensemble.can_batch)")
     store, start, started_at, K = store or RunStore(), time.perf_counter(), _now(), len(configs)
-    first = configs[0]
+    first, p = configs[0], configs[0].task.p
     datasets = [make_dataset(c.task) for c in configs]
-    tokens, labels = datasets[0].tokens, datasets[0].labels
+    tokens, labels = datasets[0].tokens, datasets[0].labels  # every member's pairs, same order
     masks = torch.stack([d.is_train for d in datasets])  # (K, n)
+    x = _member_rows(torch.stack([d.train[0] for d in datasets]), p, K)  # (K, n_train, 2)
+    y = torch.stack([d.train[1] for d in datasets])  # (K, n_train)
+    everything = _member_rows(tokens.expand(K, -1, -1), p, K)  # (K, n, 2) for evaluation
     W_in, W_out = _stack(configs)
     opt, act = StackedAdamW([W_in, W_out], configs), ACTS[first.model.act]
-    bags = torch.stack([tokens[:, 0], tokens[:, 1] + first.task.p], dim=1)  # (n, 2) rows of W_in
-    rows_used = masks.any(0)  # train only on pairs some member trains on
-    x, y, train_masks = bags[rows_used], labels[rows_used], masks[:, rows_used].float()
 
-    def forward(inputs: Tensor) -> Tensor:
-        # all members' first layers side by side: one embedding bag of width K*d_mlp
-        pre = F.embedding_bag(inputs, W_in.transpose(0, 1).flatten(1), mode="sum")  # (n, K*d_mlp)
-        pre = pre.view(len(inputs), K, -1).transpose(0, 1)  # (K, n, d_mlp)
-        return torch.bmm(act(pre), W_out)  # (K, n, p)
+    def forward(rows: Tensor) -> Tensor:
+        # all members' first layers stacked as one (K*2p, d_mlp) table: each member sums its own rows
+        pre = _PairSum.apply(rows.flatten(0, 1), W_in.flatten(0, 1))  # (K*n, d_mlp)
+        return torch.bmm(act(pre.view(K, rows.shape[1], -1)), W_out)  # (K, n, p)
 
     works = [store.begin(c) for c in configs]
     rows: list[list[dict]] = [[] for _ in configs]
     diverged: list[int | None] = [None] * K
     active = torch.ones(K, dtype=torch.bool)
-    for step in range(first.train.steps + 1):
+    bar = tqdm(range(first.train.steps + 1), disable=not progress, mininterval=1.0,
+               desc=f"run {first.hash}" if K == 1 else f"ensemble of {K}")
+    for step in bar:
         if step % first.train.eval_every == 0 or step == first.train.steps:
             with torch.no_grad():
-                for k, row in enumerate(_metrics(forward(bags), labels, masks, [W_in, W_out], first.train.loss_dtype)):
+                for k, row in enumerate(_metrics(forward(everything), labels, masks, [W_in, W_out],
+                                                 first.train.loss_dtype)):
                     if active[k]:
                         rows[k].append({"step": step, **row})
         if step in (0, first.train.steps) or any(c.train.is_checkpoint(step) for c in configs):
             _save_members(works, configs, step, W_in, W_out, active)
         if step == first.train.steps:
             break
-        logits = forward(x)
-        ce = cross_entropy(logits, y.expand(K, -1), first.train.loss_dtype, reduction="none")  # (K, n)
-        member_loss = (ce * train_masks).sum(1) / train_masks.sum(1)  # (K,)
+        member_loss = cross_entropy(forward(x), y, first.train.loss_dtype, reduction="none").mean(1)  # (K,)
         finite = torch.isfinite(member_loss)
         for k in torch.nonzero(active & ~finite).flatten().tolist():
             diverged[k] = step
-            rows[k].append({"step": step, "train_loss": float(member_loss[k]),
+            rows[k].append({"step": step, "train_loss": float(member_loss[k].detach()),
                             "weight_norm": float("nan")})
         active &= finite
         if not active.any():
             break
         torch.where(active, member_loss, torch.zeros_like(member_loss)).sum().backward()
         opt.step(active.float())
+    bar.close()
     seconds = time.perf_counter() - start
     for k, (cfg, work) in enumerate(zip(configs, works)):
         metrics = pd.DataFrame(rows[k])
-        store.commit(work, metrics, {**summarize_metrics(metrics, diverged[k], seconds / K, started_at), "trained_in": f"ensemble of {K}"})
+        store.commit(work, metrics, {**summarize_metrics(metrics, diverged[k], seconds / K, started_at),
+                                     "trained_in": f"ensemble of {K}"})
 
 
 def _save_members(works, configs, step, W_in, W_out, active) -> None:

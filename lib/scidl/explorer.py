@@ -6,6 +6,7 @@ import torch
 from matplotlib.figure import Figure
 
 from scidl import circuits, fourier, plots
+from scidl.errors import ScidlError, check_int, not_allowed
 from scidl.store import Run
 
 
@@ -18,10 +19,13 @@ class CheckpointExplorer:
 
     def __init__(self, run: Run, key_freqs: list[int] | None = None) -> None:
         self.run, self.steps = run, run.checkpoint_steps
-        self.key_freqs = key_freqs if key_freqs is not None else circuits.key_freqs(run.load_model())
+        self.key_freqs = (fourier.check_freqs("key_freqs", key_freqs, run.config.task.p) if key_freqs is not None
+                          else circuits.key_freqs(run.load_model()))
         self._models: dict[int, torch.nn.Module] = {}
 
     def model(self, step: int):
+        if step not in self.steps:
+            raise ScidlError(not_allowed("step", step, f"run {self.run.hash} has checkpoints at {self.steps}"))
         if step not in self._models:
             self._models[step] = self.run.load_model(step)
         return self._models[step]
@@ -29,6 +33,7 @@ class CheckpointExplorer:
     def figure(self, step: int, neuron: int = 0) -> Figure:
         """Return the spectrum and neuron `neuron`'s activation grid and 2-D spectrum at `step`."""
         model = self.model(step)
+        check_int("neuron", neuron, 0, self.run.config.model.d_mlp - 1)
         acts = circuits.neuron_acts(model)[:, :, neuron]
         spectrum = fourier.freq_grid_norms(fourier.fourier_transform_2d(acts))
         spectrum[0, 0] = 0  # the mean

@@ -10,6 +10,7 @@ import math
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from scidl.errors import ScidlError
 
 
 # Operations whose Fourier algorithm computes cos/sin(w(a + sign·b)) (Nanda et al. 2023): the sign.
@@ -71,6 +72,21 @@ def find_key_freqs(share: Float[Tensor, "k"], factor: float = 4.0) -> list[int]:
     return [k + 1 for k in range(len(share)) if float(share[k]) > threshold]
 
 
+def check_freqs(name: str, freqs, p: int) -> list[int]:
+    """Return `freqs` as a list of distinct frequencies of Z_p (integers in [1, (p-1)/2]); ScidlError
+    naming `name` otherwise."""
+    from scidl.errors import scalar
+
+    items = [freqs] if isinstance(scalar(freqs), int) else freqs
+    ok = not isinstance(items, (str, bytes)) and hasattr(items, "__iter__")
+    out = [scalar(k) for k in items] if ok else []
+    if not ok or any(isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_freqs(p) for k in out) \
+            or len(set(out)) != len(out):
+        raise ScidlError(f"{name}={freqs!r} is not allowed: frequencies of Z_{p} are distinct integers "
+                         f"in [1, {n_freqs(p)}]")
+    return out
+
+
 def freq_indices(k: int) -> list[int]:
     """Return the basis rows of frequency k: [cos k, sin k] (constant excluded)."""
     return [2 * k - 1, 2 * k]
@@ -100,7 +116,7 @@ def project_freqs(x: Tensor, freqs: list[int], dim: int = 0, keep: bool = True,
     """Return `x` with only (keep=True) or without (keep=False) frequencies `freqs` along `dim`."""
     p = x.shape[dim]
     mask = torch.zeros(p, dtype=torch.bool)
-    for k in freqs:
+    for k in check_freqs("freqs", freqs, p):
         mask[freq_indices(k)] = True
     if not keep:
         mask = ~mask
@@ -152,7 +168,7 @@ def sum_directions(p: int, freqs, sign: int = 1) -> Float[Tensor, "2k p*p"]:
     (the √2 keeps them unit-norm). Distinct frequencies give orthonormal rows.
     """
     if sign not in (1, -1):
-        raise ValueError(f"sign={sign!r} is not allowed: use 1 (a + b) or -1 (a - b)")
+        raise ScidlError(f"sign={sign!r} is not allowed: use 1 (a + b) or -1 (a - b)")
     basis, _ = make_fourier_basis(p, torch.float64)
     rows = []
     for w in freqs:

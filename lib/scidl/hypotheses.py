@@ -32,13 +32,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 from scipy import stats
+from scidl.errors import ScidlError
 
 COMPARISONS = {">": lambda x, t: x > t, "<": lambda x, t: x < t}
 STATISTICS = ("mean", "proportion")
 MAIN = "main"
 
 
-class LedgerError(ValueError):
+class LedgerError(ScidlError):
     """A ledger rule was broken (editing a recorded prediction, evidence before registration, ...)."""
 
 

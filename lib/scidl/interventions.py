@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 import torch
 from torch import Tensor
 
 from scidl import fourier
-from scidl.models import embedding_matrix
+from scidl.models import HookError, embedding_matrix
 from scidl.train import cross_entropy
+from scidl.errors import ScidlError, check_int
 
 ABLATIONS = ("zero", "mean", "resample")
 
 
-class InterventionError(ValueError):
+class InterventionError(ScidlError):
     """A component, index, position or batch that the model or the intervention does not allow."""
 
 
@@ -111,7 +112,7 @@ def _slot(hook: str, act: Tensor, index: int | list[int] | None, pos: int | None
 def ablation_hook(component: str, how: str, seed: int = 0) -> tuple[str, Callable]:
     """Return a (hook name, fn) pair replacing the component by zero, its batch mean or a resample."""
     if how not in ABLATIONS:
-        raise ValueError(f"how={how!r} is not allowed: must be one of {list(ABLATIONS)}")
+        raise InterventionError(f"how={how!r} is not allowed: must be one of {list(ABLATIONS)}")
     name, index, pos = parse_component(component)
 
     def fn(act: Tensor, hook) -> Tensor:
@@ -128,14 +129,89 @@ def ablation_hook(component: str, how: str, seed: int = 0) -> tuple[str, Callabl
     return name, fn
 
 
-def _check_pair(clean: Tensor, corrupt: Tensor) -> None:
+def _check_gap(m_clean: float, m_corrupt: float) -> None:
+    """Raise InterventionError when the effect normalisation (m_clean - m_corrupt) is undefined."""
+    if not (math.isfinite(m_clean) and math.isfinite(m_corrupt)) or m_clean == m_corrupt:
+        raise InterventionError(f"metric with clean={m_clean!r} and corrupt={m_corrupt!r} is not allowed: "
+                                f"patching effects are normalised by their difference, which must be "
+                                f"finite and non-zero (is the corruption changing the answer?)")
+
+
+def _freqs(name: str, freqs: Any, p: int) -> list[int]:
+    try:
+        return fourier.check_freqs(name, freqs, p)
+    except ScidlError as e:
+        raise InterventionError(str(e)) from None
+
+
+def _int(name: str, value: Any, low: int) -> int:
+    return check_int(name, value, low, error=InterventionError)
+
+
+def _check_pair(model, clean: Tensor, corrupt: Tensor, components: Any) -> list[str]:
+    """Check a patching pair and its components; return the components as a list."""
+    check_batch(model, clean)
+    check_batch(model, corrupt)
+    components = _check_components(components)
+    _check_hooks(model, [parse_component(c)[0] for c in components])
     if clean.shape != corrupt.shape:
         raise InterventionError(f"corrupt of shape {tuple(corrupt.shape)} is not allowed: patching pairs "
                                 f"each clean input with one corrupt input, so it must match clean's {tuple(clean.shape)}")
+    return components
+
+
+def check_batch(model, tokens: Any, labels: Any = None) -> None:
+    """Raise InterventionError unless `tokens` is an integer (batch, 3) tensor of the model's tokens
+    (`a b =`: values in [0, p]) and `labels` (if given) an integer (batch,) tensor of answers in [0, p)."""
+    if not hasattr(model, "p"):  # a model of another task: only the batch's form is checked
+        if not isinstance(tokens, Tensor) or tokens.dim() == 0 or len(tokens) == 0:
+            raise InterventionError(f"inputs={_describe(tokens)} is not allowed: must be a non-empty tensor")
+        return
+    p = model.p
+    if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int64, torch.int32) \
+            or tokens.dim() != 2 or tokens.shape[1] != 3 or len(tokens) == 0:
+        raise InterventionError(f"tokens={_describe(tokens)} is not allowed: must be a non-empty integer "
+                                f"tensor of shape (batch, 3), rows `a b =`")
+    if int(tokens.min()) < 0 or int(tokens.max()) > p:
+        raise InterventionError(f"tokens with values in [{int(tokens.min())}, {int(tokens.max())}] are not "
+                                f"allowed: the model's tokens are 0..{p} ({p} is '=')")
+    if labels is None:
+        return
+    if not isinstance(labels, Tensor) or labels.dtype not in (torch.int64, torch.int32) \
+            or labels.shape != tokens.shape[:1]:
+        raise InterventionError(f"labels={_describe(labels)} is not allowed: must be an integer tensor of "
+                                f"shape ({len(tokens)},), one answer per row of tokens")
+    if int(labels.min()) < 0 or int(labels.max()) >= p:
+        raise InterventionError(f"labels with values in [{int(labels.min())}, {int(labels.max())}] are not "
+                                f"allowed: answers are 0..{p - 1}")
+
+
+def _check_hooks(model, names: list[str]) -> None:
+    """Raise HookError (a ScidlError) for a hook name the model does not have, listing its hooks."""
+    unknown = [n for n in names if n not in model.hook_dict]
+    if unknown:
+        raise HookError(f"hook name(s) {unknown} are not allowed: {type(model).__name__} has "
+                        f"{sorted(model.hook_dict)}")
+
+
+def _describe(x: Any) -> str:
+    return f"tensor(shape={tuple(x.shape)}, dtype={x.dtype})" if isinstance(x, Tensor) else repr(x)
+
+
+def _check_components(components: Any) -> list[str]:
+    if isinstance(components, str) or not hasattr(components, "__iter__"):
+        raise InterventionError(f"components={components!r} is not allowed: must be a list of component "
+                                f"strings such as ['blocks.0.attn.hook_z:1@2']")
+    components = list(components)
+    for c in components:
+        if not isinstance(c, str):
+            raise InterventionError(f"components entry {c!r} is not allowed: must be a string")
+    return components
 
 
 def loss(model, tokens: Tensor, labels: Tensor, fwd_hooks=()) -> float:
     """Return the last-position cross-entropy (float64 log-softmax) of `model` with optional hooks."""
+    check_batch(model, tokens, labels)
     with torch.no_grad():
         logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))
     logits = logits[:, -1] if logits.dim() == 3 else logits
@@ -145,6 +221,8 @@ def loss(model, tokens: Tensor, labels: Tensor, fwd_hooks=()) -> float:
 def ablate(model, tokens: Tensor, labels: Tensor, components: list[str], how: str = "mean",
            seed: int = 0) -> pd.DataFrame:
     """Return, per component, the loss after ablating it and the increase over the clean loss."""
+    components = _check_components(components)
+    _check_hooks(model, [parse_component(c)[0] for c in components])
     clean = loss(model, tokens, labels)
     rows = [{"component": c, "ablation": how,
              "loss": (ablated := loss(model, tokens, labels, [ablation_hook(c, how, seed)])),
@@ -154,6 +232,7 @@ def ablate(model, tokens: Tensor, labels: Tensor, components: list[str], how: st
 
 def with_embedding_freqs(model, freqs: list[int], keep: bool):
     """Return a copy of `model` whose input embedding keeps only (or loses) frequencies `freqs`."""
+    _freqs("freqs", freqs, model.p)
     out = copy.deepcopy(model)
     W = embedding_matrix(out)
     with torch.no_grad():
@@ -167,6 +246,8 @@ def with_embedding_freqs(model, freqs: list[int], keep: bool):
 def random_freqs(p: int, exclude, n: int, seed: int = 0) -> list[int]:
     """Return `n` distinct frequencies of Z_p outside `exclude`, drawn with `seed` (sorted): the
     random-frequency control."""
+    exclude = _freqs("exclude", exclude, p)
+    n = _int("n", n, 0)
     others = [k for k in range(1, fourier.n_freqs(p) + 1) if k not in set(exclude)]
     if n > len(others):
         raise InterventionError(f"n={n} is not allowed: only {len(others)} frequencies lie outside {sorted(exclude)}")
@@ -182,6 +263,7 @@ def energy_normalized_ablations(model, tokens: Tensor, labels: Tensor, key_freqs
     The non-key row is the energy control: it is always defined, unlike a control that must remove as
     much energy as a key frequency holds (in a grokked model one key frequency often holds more
     energy than all non-key frequencies together)."""
+    key_freqs = _freqs("key_freqs", key_freqs, model.p)
     share = fourier.embedding_freq_energy(embedding_matrix(model))
     clean = loss(model, tokens, labels)
     others = [k for k in range(1, len(share) + 1) if k not in set(key_freqs)]
@@ -205,6 +287,7 @@ def energy_normalized_gap(table: pd.DataFrame) -> float:
 
 def ablate_freqs(model, tokens: Tensor, labels: Tensor, freqs: list[int]) -> pd.DataFrame:
     """Return losses with the embedding restricted to `freqs` (keep) and with them removed."""
+    freqs = _freqs("freqs", freqs, model.p)
     rows = [{"component": f"embed freqs {freqs}", "ablation": name,
              "loss": loss(with_embedding_freqs(model, freqs, keep), tokens, labels)}
             for name, keep in (("keep only", True), ("remove", False))]
@@ -216,10 +299,11 @@ def activation_patching(model, clean: Tensor, corrupt: Tensor, components: list[
                         metric: Callable[[Tensor], Tensor]) -> pd.DataFrame:
     """Return, per component, the metric when its clean activation is patched into the corrupt run,
     normalised so 0 = corrupt baseline and 1 = clean performance."""
-    _check_pair(clean, corrupt)
+    components = _check_pair(model, clean, corrupt, components)
     with torch.no_grad():
         _, cache = model.run_with_cache(clean)
         m_clean, m_corrupt = float(metric(model(clean))), float(metric(model(corrupt)))
+    _check_gap(m_clean, m_corrupt)
     rows = []
     for component in components:
         name, index, pos = parse_component(component)
@@ -240,7 +324,7 @@ def attribution_patching(model, clean: Tensor, corrupt: Tensor, components: list
                          metric: Callable[[Tensor], Tensor]) -> pd.DataFrame:
     """Return the linear estimate (clean − corrupt activation) · grad(metric) per component, from one
     clean forward and one corrupt forward + backward, normalised like activation_patching."""
-    _check_pair(clean, corrupt)
+    components = _check_pair(model, clean, corrupt, components)
     names = sorted({parse_component(c)[0] for c in components})
     with torch.no_grad():
         _, clean_cache = model.run_with_cache(clean, names_filter=names)
@@ -257,6 +341,7 @@ def attribution_patching(model, clean: Tensor, corrupt: Tensor, components: list
         out = metric(model.run_with_hooks(corrupt, fwd_hooks=[(n, keep) for n in names]))
         out.backward()
     m_corrupt = out.item()
+    _check_gap(m_clean, m_corrupt)
     rows = []
     for component in components:
         name, index, pos = parse_component(component)

@@ -23,9 +23,10 @@ from scidl.models import embedding_matrix
 from scidl.store import Run
 from scidl.tasks import Dataset, make_dataset
 from scidl.train import cross_entropy, split_metrics
+from scidl.errors import ScidlError
 
 
-class MeasureError(ValueError):
+class MeasureError(ScidlError):
     """A measure is undefined for this model or task; the message says which and why."""
 
 
@@ -38,6 +39,13 @@ class Context:
     key_freqs: tuple[int, ...]
     op: str
     logits: Tensor | None = None  # (p*p, p) float64, rows a*p + b
+
+    def __post_init__(self) -> None:
+        try:
+            freqs = fourier.check_freqs("key_freqs", self.key_freqs, self.data.p)
+        except ScidlError as e:
+            raise MeasureError(str(e)) from None
+        object.__setattr__(self, "key_freqs", tuple(freqs))
 
 
 def grid_logits(model, ctx: Context) -> Float[Tensor, "p*p p"]:

@@ -12,6 +12,7 @@ from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from scidl.config import ModelConfig, TaskConfig
+from scidl.errors import ScidlError
 
 ACTS = {"relu": F.relu, "gelu": F.gelu, "quadratic": torch.square}
 
@@ -76,7 +77,7 @@ class Block(nn.Module):
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(x)))
 
 
-class HookError(ValueError):
+class HookError(ScidlError):
     """A hook name that the model does not have; the message lists the ones it has."""
 
 

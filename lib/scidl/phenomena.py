@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from scidl.errors import ScidlError
 
 THRESHOLD = 0.99  # accuracy that counts as "learned"
 
@@ -38,11 +39,11 @@ def max_spike_ratio(metrics: pd.DataFrame, threshold: float = THRESHOLD) -> floa
     loss nears 1e-7 (Nanda et al. 2023, App.; the "slingshot" of Thilak et al. 2022)."""
     mem = first_step(metrics, "train_acc", threshold)
     if mem is None:
-        raise ValueError("metrics without a memorization step are not allowed: train accuracy never "
+        raise ScidlError("metrics without a memorization step are not allowed: train accuracy never "
                          f"reached {threshold}, so there is no 'after memorization'")
     loss = metrics.loc[metrics.step >= mem, "train_loss"].to_numpy(dtype=float)
     if not np.isfinite(loss).all():
-        raise ValueError("train_loss with non-finite values after memorization is not allowed: the run "
+        raise ScidlError("train_loss with non-finite values after memorization is not allowed: the run "
                          "diverged, so its spike ratio is undefined")
     # a float32 loss can round to exactly 0: floor the minimum so a rise from 0 is a huge (finite) spike
     running_min = np.maximum(np.minimum.accumulate(loss)[:-1], np.finfo(float).tiny)

@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import subprocess
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,42 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from scidl.config import RunConfig
+from scidl.config import ConfigError, RunConfig
+from scidl.errors import ScidlError
 
 CHECKPOINTS = "checkpoints"
+
+
+class StoreError(ScidlError):
+    """A run folder or file that is missing, damaged or inconsistent; the message names the file."""
+
+
+class RunNotFound(StoreError, KeyError):
+    """The store holds no finished run of that config or hash."""
+
+    __str__ = StoreError.__str__  # not KeyError's quoted repr
+
+
+class StoreWarning(UserWarning):
+    """A damaged run folder was skipped (listing) or set aside to be retrained."""
+
+
+def read_json(path: Path) -> Any:
+    """Return the JSON in `path`; StoreError naming the file if it is missing or not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise StoreError(f"{path}: cannot be read as JSON ({type(e).__name__}: {e}); the run folder "
+                         f"is damaged: delete it, or call train() again to set it aside and retrain") from None
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    """Return the DataFrame in `path`; StoreError naming the file if it cannot be read."""
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises many types for a truncated or foreign file
+        raise StoreError(f"{path}: cannot be read as Parquet ({type(e).__name__}: {e}); the run "
+                         f"folder is damaged") from None
 
 
 def default_root() -> Path:
@@ -100,15 +135,25 @@ class Run:
         steps = self.checkpoint_steps
         step = steps[-1] if step is None else step
         if step not in steps:
-            raise ValueError(f"step={step} is not allowed: checkpoints exist at {steps}")
-        return load_file(self.path / CHECKPOINTS / checkpoint_name(step))
+            raise StoreError(f"step={step!r} is not allowed: run {self.hash} has checkpoints at {steps}")
+        path = self.path / CHECKPOINTS / checkpoint_name(step)
+        try:
+            return load_file(path)
+        except Exception as e:  # safetensors raises its own error types for damaged files
+            raise StoreError(f"{path}: cannot be read as safetensors ({type(e).__name__}: {e}); the "
+                             f"checkpoint is damaged") from None
 
     def load_model(self, step: int | None = None):
         """Return the model with the weights saved at `step` (default: the last), in eval mode."""
         from scidl.models import make_model
 
         model = make_model(self.config.model, self.config.task)
-        model.load_state_dict(self.load_state(step))
+        state = self.load_state(step)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise StoreError(f"{self.path / CHECKPOINTS}: checkpoint at step {step} does not fit the "
+                             f"run's config ({str(e).splitlines()[0]} ...); the run folder is damaged") from None
         return model.eval()
 
 
@@ -122,16 +167,62 @@ class RunStore:
         return self.root / config.hash
 
     def has(self, config: RunConfig) -> bool:
-        return (self.path(config) / "summary.json").exists()
+        """Return whether the store holds a finished, intact run of `config` (a damaged folder is
+        not a run: it is set aside and retrained)."""
+        path = self.path(config)
+        if not (path / "summary.json").exists():
+            return False
+        try:
+            self._check(path)
+        except StoreError:
+            return False
+        return True
+
+    def _check(self, path: Path) -> RunConfig:
+        """Return the config of the run folder `path` after checking that its files are complete and
+        its config hashes to the folder name; StoreError names the first bad file."""
+        for name in ("config.json", "summary.json", "metrics.parquet"):
+            if not (path / name).is_file():
+                raise StoreError(f"{path / name}: missing; the run folder {path} is incomplete")
+        try:
+            config = RunConfig.from_dict(read_json(path / "config.json"))
+        except ConfigError as e:
+            raise StoreError(f"{path / 'config.json'}: not a valid config ({e})") from None
+        if config.hash != path.name:
+            raise StoreError(f"{path / 'config.json'}: the config hashes to {config.hash}, not to its "
+                             f"folder name {path.name} (edited or copied?)")
+        if not isinstance(read_json(path / "summary.json"), dict):
+            raise StoreError(f"{path / 'summary.json'}: not a JSON object")
+        with open(path / "metrics.parquet", "rb") as f:  # a complete Parquet file ends with PAR1
+            f.seek(0, os.SEEK_END)
+            if f.tell() < 8 or (f.seek(-4, os.SEEK_END), f.read(4))[1] != b"PAR1":
+                raise StoreError(f"{path / 'metrics.parquet'}: truncated (no Parquet footer)")
+        return config
 
     def load(self, key: RunConfig | str) -> Run:
-        """Return the finished run for a config or hash; KeyError if it is not finished."""
-        path = self.root / (key.hash if isinstance(key, RunConfig) else key)
+        """Return the finished run for a config or hash: RunNotFound (a KeyError) if there is none, StoreError
+        (naming the file) if its folder is damaged."""
+        path = self.root / (key.hash if isinstance(key, RunConfig) else str(key))
         if not (path / "summary.json").exists():
-            raise KeyError(f"no finished run {path.name} in {self.root}")
-        config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
-        metrics = pd.read_parquet(path / "metrics.parquet")
-        return Run(path, config, metrics, json.loads((path / "summary.json").read_text()))
+            raise RunNotFound(f"run={path.name!r} is not allowed: no finished run of that hash in {self.root}")
+        config = self._check(path)
+        metrics = read_parquet(path / "metrics.parquet")
+        return Run(path, config, metrics, read_json(path / "summary.json"))
+
+    def set_aside(self, name: str, reason: str) -> Path | None:
+        """Move the damaged folder `name` to `.damaged-<name>-<time>` (kept for inspection, ignored
+        by the store) and warn; return its new path."""
+        path = self.root / name
+        if not path.exists():
+            return None
+        target = self.root / f".damaged-{name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        try:
+            os.rename(path, target)
+        except OSError:  # another process set it aside or replaced it first
+            return None
+        warnings.warn(StoreWarning(f"run folder {path} is damaged ({reason}); moved to {target.name}"),
+                      stacklevel=3)
+        return target
 
     def begin(self, config: RunConfig) -> Path:
         """Return a fresh private work directory for training `config` (removes stale ones)."""
@@ -146,7 +237,10 @@ class RunStore:
     def clean_stale(self, config: RunConfig) -> None:
         """Remove work directories of `config` left by processes that no longer exist."""
         for work in self.root.glob(f".tmp-{config.hash}-*"):
-            pid = int(work.name.rsplit("-", 1)[1])
+            try:
+                pid = int(work.name.rsplit("-", 1)[1])
+            except ValueError:
+                continue
             if not _alive(pid) or pid == os.getpid():
                 shutil.rmtree(work, ignore_errors=True)
 
@@ -155,6 +249,13 @@ class RunStore:
         atomic_write_parquet(work / "metrics.parquet", metrics)
         atomic_write_json(work / "summary.json", summary)
         final = self.root / work.name.split("-")[1]
+        if final.exists() and not (final / "summary.json").exists():
+            self.set_aside(final.name, "no summary.json: an incomplete folder")
+        elif final.exists():
+            try:
+                self._check(final)
+            except StoreError as e:
+                self.set_aside(final.name, str(e))
         try:
             os.rename(work, final)
         except OSError:  # another process published the same config first: keep theirs
@@ -162,11 +263,18 @@ class RunStore:
         return final
 
     def runs(self) -> list[Run]:
-        """Return every finished run in the store."""
+        """Return every finished run in the store; damaged folders are skipped with a StoreWarning."""
         if not self.root.exists():
             return []
-        return [self.load(d.name) for d in sorted(self.root.iterdir())
-                if not d.name.startswith(".") and (d / "summary.json").exists()]
+        out = []
+        for d in sorted(self.root.iterdir()):
+            if d.name.startswith(".") or not d.is_dir() or not (d / "summary.json").exists():
+                continue
+            try:
+                out.append(self.load(d.name))
+            except StoreError as e:
+                warnings.warn(StoreWarning(f"skipped a damaged run folder: {e}"), stacklevel=2)
+        return out
 
     def index(self) -> pd.DataFrame:
         """Return one row per finished run: hash, flat config columns and summary columns."""

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
 import random
+import signal
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -16,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scidl.config import ConfigError, RunConfig
+from scidl.errors import check_choice, check_int
 from scidl.ensemble import can_batch, train_ensemble
 from scidl.phenomena import classify_phase, grokking_summary
 from scidl.store import RunStore
@@ -68,6 +73,32 @@ def _init_worker() -> None:
     torch.use_deterministic_algorithms(True)
 
 
+def _die_with(parent: int) -> None:
+    """End this worker process as soon as its driver `parent` is gone, whatever killed the driver:
+    the kernel sends SIGKILL when the parent dies (Linux PR_SET_PDEATHSIG), and a watchdog thread
+    checks the parent pid twice a second where that is not available."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:  # the driver died before we got here
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="scidl-parent-watchdog").start()
+
+
+def _pool_worker_init(parent: int) -> None:
+    _die_with(parent)
+    _init_worker()
+
+
 def _train_task(config: dict, root: str) -> str:
     _init_worker()
     cfg = RunConfig.from_dict(config)
@@ -88,8 +119,8 @@ def plan(configs: list[RunConfig], batch: bool | str = "auto") -> list[list[RunC
         return [[c] for c in configs]
     groups: dict[tuple, list[RunConfig]] = {}
     for c in configs:
-        key = (c.model.arch, c.model.d_mlp, c.model.act, c.task.p, c.task.op, c.train.steps,
-               c.train.eval_every, c.train.warmup_steps)
+        key = (c.model.arch, c.model.d_mlp, c.model.act, c.model.n_layers, c.task.p, c.task.op,
+               c.task.n_train, c.train.steps, c.train.eval_every, c.train.warmup_steps, c.train.loss_dtype)
         groups.setdefault(key, []).append(c)
     units = []
     for group in groups.values():
@@ -111,10 +142,15 @@ def run_sweep(sweep: SweepConfig | list[RunConfig], store: RunStore | None = Non
     else "inprocess" (bench/bench_sweep.py: process start-up outweighs the gain on short runs).
     Finished runs are loaded, never retrained, so a killed sweep resumes where it stopped.
     """
-    if executor not in EXECUTORS:
-        raise ValueError(f"executor={executor!r} is not allowed: must be one of {list(EXECUTORS)}")
+    check_choice("executor", executor, EXECUTORS, error=ConfigError)
+    check_int("workers", workers, 1, 256, error=ConfigError)
+    if batch not in (True, False, "auto"):
+        raise ConfigError(f"batch={batch!r} is not allowed: must be True, False or 'auto'")
+    if address is not None and (not isinstance(address, str) or not address):
+        raise ConfigError(f"address={address!r} is not allowed: must be a Dask scheduler address such as "
+                          f"'tcp://127.0.0.1:8786', or None")
     store = store or RunStore()
-    configs = sweep.configs() if isinstance(sweep, SweepConfig) else list(sweep)
+    configs = sweep.configs() if isinstance(sweep, SweepConfig) else _config_list(sweep)
     todo = [c for c in dict.fromkeys(configs) if not store.has(c)]
     units = plan(todo, batch)
     if executor == "auto":
@@ -125,6 +161,17 @@ def run_sweep(sweep: SweepConfig | list[RunConfig], store: RunStore | None = Non
         units, store, workers, address, bar)
     bar.close()
     return sweep_frame(configs, store)
+
+
+def _config_list(configs: Any) -> list[RunConfig]:
+    """Return `configs` as a list of RunConfigs, else raise ConfigError naming the bad entry."""
+    if isinstance(configs, (str, bytes, Mapping)) or not hasattr(configs, "__iter__"):
+        raise ConfigError(f"sweep={configs!r} is not allowed: must be a SweepConfig or a list of RunConfigs")
+    configs = list(configs)
+    for i, c in enumerate(configs):
+        if not isinstance(c, RunConfig):
+            raise ConfigError(f"sweep[{i}]={c!r} is not allowed: must be a RunConfig (see scidl.make_config)")
+    return configs
 
 
 def _run_inprocess(units, store, workers, address, bar) -> None:
@@ -146,7 +193,8 @@ def _run_processes(units, store, workers, address, bar, retries: int = 2) -> Non
             return
         ctx = multiprocessing.get_context("spawn")
         try:
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pool_worker_init,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(_dispatch, u, str(store.root)): u for u in pending}
                 for fut in as_completed(futures):
                     fut.result()

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from scidl.config import RunConfig
+from scidl.config import ConfigError, RunConfig
+from scidl.errors import check_choice, check_int
 from scidl.models import make_model
-from scidl.store import Run, RunStore, code_version, save_checkpoint
+from scidl.store import Run, RunStore, StoreError, code_version, save_checkpoint
 from scidl.tasks import Dataset, make_dataset
 
 
@@ -23,6 +24,7 @@ class TrainingDiverged(RuntimeError):
 
 def configure_torch(threads: int = 2) -> None:
     """Use `threads` intra-op threads and deterministic kernels (bit-reproducible runs)."""
+    threads = check_int("threads", threads, 1, 1024, error=ConfigError)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
 
@@ -78,12 +80,26 @@ def train(cfg: RunConfig, store: RunStore | None = None, progress: bool = True,
     """Train `cfg` (or load it if the store already holds it) and return the finished Run.
 
     on_divergence: "raise" raises TrainingDiverged after storing the run; "stop" only stores it.
+    A damaged or incomplete run folder is set aside (StoreWarning) and the run trained once more.
+    One-hot MLPs are trained by the batched engine (ensemble.train_ensemble with one member), so a
+    run is the same bits whether a sweep batched it with others or not.
     """
-    if on_divergence not in ("raise", "stop"):
-        raise ValueError(f"on_divergence={on_divergence!r} is not allowed: use 'raise' or 'stop'")
+    check_choice("on_divergence", on_divergence, ("raise", "stop"), error=ConfigError)
+    if not isinstance(cfg, RunConfig):
+        raise ConfigError(f"cfg={cfg!r} is not allowed: must be a RunConfig (see scidl.make_config)")
     store = store or RunStore()
     if not store.has(cfg):
-        _train_into(cfg, store, progress)
+        if (store.path(cfg) / "summary.json").exists():  # there, but damaged: say why, retrain once
+            try:
+                store.load(cfg)
+            except StoreError as e:
+                store.set_aside(cfg.hash, str(e))
+        if cfg.model.arch == "mlp":
+            from scidl.ensemble import train_ensemble
+
+            train_ensemble([cfg], store, progress=progress)
+        else:
+            _train_into(cfg, store, progress)
     run = store.load(cfg)
     if run.summary["status"] == "diverged" and on_divergence == "raise":
         raise TrainingDiverged(f"run {run.hash}: loss became non-finite at step "
