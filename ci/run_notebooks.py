@@ -46,6 +46,18 @@ def kernel_stderr_to(path: Path):
             os.close(saved)
 
 
+def read_yaml(path: Path):
+    """Return the YAML in `path`, or exit with a message naming the file and the line at fault."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as e:
+        sys.exit(f"{path}: cannot be read ({e.strerror})")
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        sys.exit(f"{path}:{where}: not valid YAML ({getattr(e, 'problem', e)})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=ROOT / "out", help="output folder")
@@ -58,10 +70,14 @@ def main() -> int:
     ap.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
     args = ap.parse_args()
     notebooks = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
-    overrides = yaml.safe_load(args.params.read_text()) if args.params else {}
+    overrides = read_yaml(args.params) if args.params else {}
     if args.paper:
-        overrides = {nb.stem: yaml.safe_load(nb.with_suffix(".paper.yaml").read_text()) or {}
+        overrides = {nb.stem: read_yaml(nb.with_suffix(".paper.yaml")) or {}
                      for nb in notebooks if nb.with_suffix(".paper.yaml").exists()}
+    unknown = sorted(set(overrides) - {nb.stem for nb in notebooks}) if isinstance(overrides, dict) else []
+    if not isinstance(overrides, dict) or unknown or not all(isinstance(v, dict) for v in overrides.values()):
+        sys.exit(f"--params {args.params}: must map notebook names {[nb.stem for nb in notebooks]} to "
+                 f"{{parameter: value}} mappings (unknown: {unknown})")
     out = args.out.resolve()
     (out / "figures").mkdir(parents=True, exist_ok=True)
     failed = []

@@ -6,14 +6,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 DRIVER = """
 import sys
 from scidl.config import make_config
 from scidl.store import RunStore
 from scidl.sweep import run_sweep
 base = make_config(p=23, d_model=32, n_heads=4, d_mlp=64, steps=20000, eval_every=1000, checkpoint_every=0)
-run_sweep([base.replace(seed=s) for s in range(4)], RunStore(sys.argv[1]), executor="processes",
-          workers=2, progress=False)
+if __name__ == "__main__":
+    run_sweep([base.replace(seed=s) for s in range(4)], RunStore(sys.argv[1]), executor=sys.argv[2],
+              workers=2, progress=False)
 """
 
 
@@ -39,14 +42,18 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_sigkill_of_the_driver_leaves_no_worker_behind(tmp_path):
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path / "runs")])
+@pytest.mark.parametrize("executor", ["processes", "dask"])
+def test_sigkill_of_the_driver_leaves_no_worker_behind(tmp_path, executor):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    driver = subprocess.Popen([sys.executable, str(script), str(tmp_path / "runs"), executor],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline, workers = time.time() + 60, set()
         while time.time() < deadline and len(workers) < 2:  # both workers started and training
             time.sleep(0.2)
             workers = {c for c in _children(driver.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
-        assert len(workers) >= 2, "the process executor never started its two workers"
+        assert len(workers) >= 2, f"the {executor} executor never started its two workers"
         time.sleep(2)  # let them get into training
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(10)

@@ -50,6 +50,8 @@ def _normalize(cfg: Any) -> None:
         value = scalar(getattr(cfg, f.name))  # numpy / torch scalars become Python numbers
         if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if isinstance(value, float) and value == 0:
+            value = 0.0  # -0.0 and 0.0 are one value, so one hash
         object.__setattr__(cfg, f.name, value)
 
 
@@ -89,6 +91,8 @@ class TaskConfig:
         _normalize(self)
         _check_choice("TaskConfig", "op", self.op, OPERATIONS)
         _check_int("TaskConfig", "p", self.p, 3)
+        if self.p > 10**6:
+            _fail("TaskConfig", "p", self.p, "must be at most 10^6 (the task holds all p^2 pairs)")
         # the full grid of logits (p^3 float64) is what the measures hold at once
         _check_memory("TaskConfig", "p", self.p, 8.0 * self.p**3 + 64.0 * self.p**2, "the (a, b, c) grid")
         if not is_prime(self.p):
@@ -172,12 +176,14 @@ class TrainConfig:
             if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1:
                 _fail("TrainConfig", name, b, "must satisfy 0 <= beta < 1")
         _check_int("TrainConfig", "steps", self.steps, 1)
+        if self.steps > 10**8:
+            _fail("TrainConfig", "steps", self.steps, "must be at most 10^8")
         _check_int("TrainConfig", "warmup_steps", self.warmup_steps, 0)
         _check_int("TrainConfig", "eval_every", self.eval_every, 1)
         _check_int("TrainConfig", "checkpoint_every", self.checkpoint_every, 0)
         _check_int("TrainConfig", "seed", self.seed, 0)
         _check_choice("TrainConfig", "loss_dtype", self.loss_dtype, LOSS_DTYPES)
-        if isinstance(self.checkpoint_steps, (str, bytes)) or not hasattr(self.checkpoint_steps, "__iter__"):
+        if not isinstance(self.checkpoint_steps, (list, tuple)):
             _fail("TrainConfig", "checkpoint_steps", self.checkpoint_steps, "must be a list of integers")
         steps = tuple(scalar(s) for s in self.checkpoint_steps)
         if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= self.steps

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from scidl.config import ConfigError, RunConfig
 from scidl.models import ACTS, make_model
-from scidl.store import RunStore
+from scidl.store import RunStore, as_store
 from scidl.tasks import make_dataset
 from scidl.train import _now, cross_entropy, summarize_metrics
 
@@ -118,11 +118,16 @@ def _member_rows(tokens: Tensor, p: int, K: int) -> Tensor:
 
 def train_ensemble(configs: list[RunConfig], store: RunStore | None = None, progress: bool = False) -> None:
     """Train every config of a batchable group together and commit each member to the store."""
+    if not isinstance(configs, (list, tuple)) or not configs:
+        raise ConfigError(f"configs={configs!r} is not allowed: must be a non-empty list of RunConfigs")
+    hashes = [getattr(c, "hash", c) for c in configs]
+    if len(set(hashes)) != len(hashes):
+        raise ConfigError(f"configs={hashes!r} is not allowed: each config may appear once (one hash, one run)")
     if not can_batch(configs):
-        raise ConfigError(f"configs={[getattr(c, 'hash', c) for c in configs]!r} is not allowed: "
+        raise ConfigError(f"configs={hashes!r} is not allowed: "
                           f"ensemble members must be RunConfigs that share an MLP shape, task p/op, "
                           f"train-split size, steps, eval_every and warmup_steps (see ensemble.can_batch)")
-    store, start, started_at, K = store or RunStore(), time.perf_counter(), _now(), len(configs)
+    store, start, started_at, K = as_store(store), time.perf_counter(), _now(), len(configs)
     first, p = configs[0], configs[0].task.p
     datasets = [make_dataset(c.task) for c in configs]
     tokens, labels = datasets[0].tokens, datasets[0].labels  # every member's pairs, same order

@@ -42,7 +42,10 @@ def check_number(name: str, value: Any, low: float | None = None, high: float | 
     """Return `value` as a float if it is a finite real number (never bool) in its bounds
     ([low, high], or (low, high] with low_open)."""
     value = scalar(value)
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    try:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        ok = False
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
@@ -73,3 +76,24 @@ def check_indices(name: str, values: Any, size: int, error: type[ScidlError] = S
     for v in items:
         check_int(name, v, 0, size - 1, error)
     return [int(scalar(v)) for v in items]
+
+
+def check_type(name: str, value: Any, kind: type | tuple[type, ...], what: str,
+               error: type[ScidlError] = ScidlError) -> Any:
+    """Return `value` if it is an instance of `kind`, else raise `error` saying it must be `what`."""
+    if not isinstance(value, kind):
+        raise error(not_allowed(name, value, f"must be {what}"))
+    return value
+
+
+def check_frame(name: str, frame: Any, columns, error: type[ScidlError] = ScidlError) -> None:
+    """Raise `error` unless `frame` is a non-empty DataFrame with every column in `columns`."""
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame) or frame.empty:
+        raise error(not_allowed(name, frame if not isinstance(frame, pd.DataFrame) else "an empty DataFrame",
+                                f"must be a non-empty DataFrame with columns {list(columns)}"))
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise error(not_allowed(name, f"DataFrame with columns {list(frame.columns)}",
+                                f"it lacks the column(s) {missing}"))

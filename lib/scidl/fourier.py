@@ -19,6 +19,11 @@ SUM_SIGN = {"add": 1, "sub": -1}
 
 def make_fourier_basis(p: int, dtype: torch.dtype = torch.float32) -> tuple[Float[Tensor, "p p"], list[str]]:
     """Return the orthonormal real Fourier basis of Z_p (rows) and its row names."""
+    from scidl.errors import scalar
+
+    p = scalar(p)
+    if isinstance(p, bool) or not isinstance(p, int) or p < 3 or p % 2 == 0:
+        raise ScidlError(f"p={p!r} is not allowed: the real Fourier basis here is for odd p >= 3 (Z_p, p prime)")
     x = torch.arange(p, dtype=torch.float64)
     rows, names = [torch.ones(p, dtype=torch.float64)], ["const"]
     for k in range(1, p // 2 + 1):
@@ -28,6 +33,10 @@ def make_fourier_basis(p: int, dtype: torch.dtype = torch.float32) -> tuple[Floa
     return (basis / basis.norm(dim=1, keepdim=True)).to(dtype), names
 
 
+def _what(x) -> str:
+    return f"tensor(shape={tuple(x.shape)}, dtype={x.dtype})" if isinstance(x, Tensor) else repr(x)
+
+
 def n_freqs(p: int) -> int:
     """Return the number of non-constant frequencies, (p - 1) / 2."""
     return p // 2
@@ -35,6 +44,8 @@ def n_freqs(p: int) -> int:
 
 def fourier_transform(x: Tensor, dim: int = 0) -> Tensor:
     """Return the coefficients of `x` in the Fourier basis along axis `dim` (length p)."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise ScidlError(f"x={_what(x)} is not allowed: must be a floating-point tensor")
     basis, _ = make_fourier_basis(x.shape[dim], x.dtype)
     return torch.movedim(torch.tensordot(basis, x, dims=([1], [dim])), 0, dim)
 
@@ -59,6 +70,8 @@ def freq_energy(coeffs: Float[Tensor, "p ..."]) -> Float[Tensor, "k"]:
 def embedding_freq_energy(W: Float[Tensor, "p d"]) -> Float[Tensor, "k"]:
     """Return each frequency's share of the (non-constant) energy of an embedding over Z_p."""
     energy = freq_energy(fourier_transform(W.detach().float(), 0))
+    if not float(energy.sum()) > 0:
+        raise ScidlError("W with no non-constant energy is not allowed: frequency shares are undefined")
     return energy / energy.sum()
 
 
@@ -68,6 +81,8 @@ def find_key_freqs(share: Float[Tensor, "k"], factor: float = 4.0) -> list[int]:
     The uniform share is 1 / ((p-1)/2); a sparse (grokked) embedding puts ~10-25 % on each of a
     handful of frequencies, a random one ~1/((p-1)/2) on every frequency.
     """
+    if not isinstance(share, Tensor) or share.dim() != 1 or len(share) == 0:
+        raise ScidlError(f"share={_what(share)} is not allowed: must be a non-empty 1-D tensor of energy shares")
     threshold = factor / len(share)
     return [k + 1 for k in range(len(share)) if float(share[k]) > threshold]
 
@@ -131,6 +146,9 @@ def project_freqs(x: Tensor, freqs: list[int], dim: int = 0, keep: bool = True,
 
 def trig_logit_pattern(p: int, freq: int, sign: int = 1) -> Float[Tensor, "p p p"]:
     """Return cos(2π·freq·(a + sign·b − c)/p) over the (a, b, c) grid, in float64."""
+    check_freqs("freq", [freq], p)
+    if sign not in (1, -1):
+        raise ScidlError(f"sign={sign!r} is not allowed: use 1 (a + b) or -1 (a - b)")
     a, b, c = torch.meshgrid(*(torch.arange(p, dtype=torch.float64),) * 3, indexing="ij")
     return torch.cos(2 * math.pi * freq * (a + sign * b - c) / p)
 
@@ -171,7 +189,7 @@ def sum_directions(p: int, freqs, sign: int = 1) -> Float[Tensor, "2k p*p"]:
         raise ScidlError(f"sign={sign!r} is not allowed: use 1 (a + b) or -1 (a - b)")
     basis, _ = make_fourier_basis(p, torch.float64)
     rows = []
-    for w in freqs:
+    for w in check_freqs("freqs", freqs, p):
         c, s = basis[2 * w - 1], basis[2 * w]
         rows.append((torch.outer(c, c) - sign * torch.outer(s, s)).flatten() / math.sqrt(2))
         rows.append((torch.outer(s, c) + sign * torch.outer(c, s)).flatten() / math.sqrt(2))

@@ -64,7 +64,11 @@ def _text(owner: str, name: str, value: Any) -> str:
 
 def _finite(owner: str, name: str, value: Any) -> float:
     """Return `value` as a float if it is a finite real number (numpy scalars too, not bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    try:
+        ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        ok = False
+    if not ok:
         raise _bad(owner, name, value, "must be a finite real number")
     return float(value)
 
@@ -156,6 +160,8 @@ class Hypothesis:
         object.__setattr__(self, "scope", _scope(self.scope))
         if self.statistic not in STATISTICS:
             raise _bad("Hypothesis", "statistic", self.statistic, "use 'mean' or 'proportion'")
+        if self.statistic == "proportion" and not 0 <= self.threshold <= 1:
+            raise _bad("Hypothesis", "threshold", self.threshold, "a proportion's threshold lies in [0, 1]")
 
     @property
     def prediction(self) -> str:
@@ -171,7 +177,12 @@ class Hypothesis:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Hypothesis:
-        """Return the Hypothesis stored in a ledger record (extra keys ignored)."""
+        """Return the Hypothesis stored in a ledger record (extra keys ignored); LedgerError if the
+        record lacks a field."""
+        missing = [k for k in cls.__dataclass_fields__ if k not in d]
+        if missing:
+            raise LedgerError(f"hypothesis record {d.get('id', '?')!r} (seq {d.get('seq', '?')}) lacks the "
+                              f"field(s) {missing}: not a registration written by Ledger.register")
         fields = {k: d[k] for k in cls.__dataclass_fields__}
         fields["controls"] = tuple(Control(**c) for c in d["controls"])
         return cls(**fields)
@@ -188,6 +199,8 @@ class Hypothesis:
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
     """Return (mean, low, high): the two-sided `level` t-interval of the mean (exact quantile,
     df = n - 1); fewer than 2 values give (mean, -inf, inf) (mean is nan for none)."""
+    _level(level)
+    values = [_finite("mean_ci", "values[]", v) for v in values]
     n = len(values)
     mean = statistics.fmean(values) if n else math.nan
     if n < 2:
@@ -199,6 +212,10 @@ def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, flo
 def proportion_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float, float]:
     """Return (proportion, low, high): the exact two-sided Clopper-Pearson `level` interval of
     `successes` out of `n`; n = 0 gives (nan, 0, 1)."""
+    _level(level)
+    for name, v in (("successes", successes), ("n", n)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise _bad("proportion_ci", name, v, "must be an integer")
     if not 0 <= successes <= n:
         raise LedgerError(f"successes={successes!r} is not allowed: must be in 0..n={n}")
     if n == 0:
@@ -209,10 +226,20 @@ def proportion_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, f
     return successes / n, low, high
 
 
+def _level(level: Any) -> None:
+    """Raise LedgerError unless `level` is a confidence level strictly between 0 and 1."""
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
+        raise _bad("interval", "level", level, "must be a number strictly between 0 and 1")
+
+
 def judge(comparison: str, threshold: float, low: float, high: float) -> str:
     """Return 'supported' if the whole interval lies strictly on the predicted side of `threshold`,
     'refuted' if it lies wholly strictly on the other side, else 'inconclusive'."""
     predicted = COMPARISONS[_comparison("judge", comparison)]
+    _finite("judge", "threshold", threshold)
+    for name, v in (("low", low), ("high", high)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isnan(v):
+            raise _bad("judge", name, v, "must be a number (±inf allowed), not NaN")
     if predicted(low, threshold) and predicted(high, threshold):
         return "supported"
     if predicted(threshold, low) and predicted(threshold, high):
@@ -266,6 +293,8 @@ def _time(text: Any, what: str) -> datetime:
 def scope_of(config: Any, vary: tuple[str, ...] = ("train.seed", "task.data_seed")) -> dict[str, Any]:
     """Return the scope of a hypothesis about `config`: every scalar flat field except those in
     `vary` (by default the seeds), so evidence must come from runs of exactly that experiment."""
+    if not hasattr(config, "flat"):
+        raise _bad("scope_of", "config", config, "must be a RunConfig")
     return {k: v for k, v in config.flat().items()
             if k not in vary and (v is None or isinstance(v, (str, int, float, bool)))}
 
@@ -296,7 +325,11 @@ class Ledger:
     path: Path = field(default_factory=default_ledger_path)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.path, (str, os.PathLike)):
+            raise _bad("Ledger", "path", self.path, "must be a file path")
         self.path = Path(self.path)
+        if self.path.is_dir():
+            raise _bad("Ledger", "path", str(self.path), "is a folder; give the ledger file, e.g. <folder>/ledger.jsonl")
 
     @property
     def lock_path(self) -> Path:
@@ -401,6 +434,8 @@ class Ledger:
         """Record `h` with a timestamp and the runs that inspired it (never usable as evidence);
         return its registration record. Registering identical content again is a no-op; any change
         is refused (register a new id with refines=...)."""
+        if not isinstance(h, Hypothesis):
+            raise _bad("register", "h", h, "must be a Hypothesis")
         exploratory = _run_hashes(exploratory_runs)
         with self._exclusive() as snap:
             known = {r["id"]: r for r in snap.records if r.get("kind") == "hypothesis"}
@@ -426,6 +461,8 @@ class Ledger:
         and value again is a no-op; the same run with another value is refused."""
         value = _finite("add_evidence", "value", value)
         run_hash = _text("add_evidence", "run.hash", getattr(run, "hash", None))
+        if not hasattr(getattr(run, "config", None), "flat") or not isinstance(getattr(run, "summary", None), dict):
+            raise _bad("add_evidence", "run", run, "must be a finished Run (with .config and a .summary dict)")
         with self._exclusive() as snap:
             reg = self._registration(snap.records, hid)
             _check_evidence(Hypothesis.from_dict(reg), reg, run, value, condition)

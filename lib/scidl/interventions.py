@@ -12,6 +12,7 @@ import copy
 import math
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -19,7 +20,8 @@ from torch import Tensor
 from scidl import fourier
 from scidl.models import HookError, embedding_matrix
 from scidl.train import cross_entropy
-from scidl.errors import ScidlError, check_int
+from scidl.config import is_prime
+from scidl.errors import ScidlError, check_frame, check_int, not_allowed
 
 ABLATIONS = ("zero", "mean", "resample")
 
@@ -38,6 +40,9 @@ def patching_components(model, clusters: dict[int, list[int]] | None = None, pos
     patching is not exact for it by construction: components that feed the logits linearly (MLP
     outputs, post-activations) or that the corruption leaves unchanged would inflate the agreement.
     """
+    pos = _int("pos", pos, 0)
+    if model.cfg.arch == "transformer" and pos >= model.n_ctx:
+        raise InterventionError(not_allowed("pos", pos, f"must be a position in [0, {model.n_ctx - 1}]"))
     hook, d_mlp = ("blocks.0.mlp.hook_pre" if model.cfg.arch == "transformer" else "hook_pre"), model.cfg.d_mlp
     at = "" if model.cfg.arch == "mlp" else f"@{pos}"
     clusters = {k: ids for k, ids in (clusters or {}).items() if ids}
@@ -55,6 +60,12 @@ def patching_agreement(exact: pd.DataFrame, approx: pd.DataFrame, k: int = 5) ->
     their top-k components by |effect| (fraction of k)."""
     from scipy.stats import spearmanr
 
+    for name, table in (("exact", exact), ("approx", approx)):
+        check_frame(name, table, ("component", "effect"), InterventionError)
+        if table.component.duplicated().any() or not np.isfinite(table.effect.to_numpy(dtype=float)).all():
+            raise InterventionError(not_allowed(name, "a table with repeated components or non-finite effects",
+                                                "one finite effect per component"))
+    k = _int("k", k, 1)
     both = exact[["component", "effect"]].merge(approx[["component", "effect"]], on="component")
     if len(both) < 3 or not 1 <= k <= len(both):
         raise InterventionError(f"k={k} with {len(both)} shared components is not allowed: need >= 3 "
@@ -113,6 +124,7 @@ def ablation_hook(component: str, how: str, seed: int = 0) -> tuple[str, Callabl
     """Return a (hook name, fn) pair replacing the component by zero, its batch mean or a resample."""
     if how not in ABLATIONS:
         raise InterventionError(f"how={how!r} is not allowed: must be one of {list(ABLATIONS)}")
+    seed = _int("seed", seed, 0)
     name, index, pos = parse_component(component)
 
     def fn(act: Tensor, hook) -> Tensor:
@@ -135,6 +147,17 @@ def _check_gap(m_clean: float, m_corrupt: float) -> None:
         raise InterventionError(f"metric with clean={m_clean!r} and corrupt={m_corrupt!r} is not allowed: "
                                 f"patching effects are normalised by their difference, which must be "
                                 f"finite and non-zero (is the corruption changing the answer?)")
+
+
+def _metric_value(metric: Any, logits: Tensor) -> float:
+    """Return metric(logits) as a float; InterventionError unless it is a callable giving one number."""
+    if not callable(metric):
+        raise InterventionError(not_allowed("metric", metric, "must be a function logits -> scalar tensor"))
+    out = metric(logits)
+    if not isinstance(out, Tensor) or out.numel() != 1:
+        raise InterventionError(not_allowed("metric", metric, f"must return a scalar tensor, not "
+                                            f"{_describe(out)}"))
+    return out
 
 
 def _freqs(name: str, freqs: Any, p: int) -> list[int]:
@@ -246,8 +269,10 @@ def with_embedding_freqs(model, freqs: list[int], keep: bool):
 def random_freqs(p: int, exclude, n: int, seed: int = 0) -> list[int]:
     """Return `n` distinct frequencies of Z_p outside `exclude`, drawn with `seed` (sorted): the
     random-frequency control."""
+    if not is_prime(_int("p", p, 3)):
+        raise InterventionError(not_allowed("p", p, "must be a prime >= 3"))
     exclude = _freqs("exclude", exclude, p)
-    n = _int("n", n, 0)
+    n, seed = _int("n", n, 0), _int("seed", seed, 0)
     others = [k for k in range(1, fourier.n_freqs(p) + 1) if k not in set(exclude)]
     if n > len(others):
         raise InterventionError(f"n={n} is not allowed: only {len(others)} frequencies lie outside {sorted(exclude)}")
@@ -302,7 +327,7 @@ def activation_patching(model, clean: Tensor, corrupt: Tensor, components: list[
     components = _check_pair(model, clean, corrupt, components)
     with torch.no_grad():
         _, cache = model.run_with_cache(clean)
-        m_clean, m_corrupt = float(metric(model(clean))), float(metric(model(corrupt)))
+        m_clean, m_corrupt = float(_metric_value(metric, model(clean))), float(_metric_value(metric, model(corrupt)))
     _check_gap(m_clean, m_corrupt)
     rows = []
     for component in components:
@@ -314,7 +339,7 @@ def activation_patching(model, clean: Tensor, corrupt: Tensor, components: list[
             act[s] = cache[name][s]
             return act
         with torch.no_grad():
-            m = float(metric(model.run_with_hooks(corrupt, fwd_hooks=[(name, patch)])))
+            m = float(_metric_value(metric, model.run_with_hooks(corrupt, fwd_hooks=[(name, patch)])))
         rows.append({"component": component, "metric": m,
                      "effect": (m - m_corrupt) / (m_clean - m_corrupt)})
     return pd.DataFrame(rows)
@@ -328,7 +353,7 @@ def attribution_patching(model, clean: Tensor, corrupt: Tensor, components: list
     names = sorted({parse_component(c)[0] for c in components})
     with torch.no_grad():
         _, clean_cache = model.run_with_cache(clean, names_filter=names)
-        m_clean = float(metric(model(clean)))
+        m_clean = float(_metric_value(metric, model(clean)))
     acts: dict[str, Tensor] = {}
 
     def keep(act, hook):
@@ -338,7 +363,10 @@ def attribution_patching(model, clean: Tensor, corrupt: Tensor, components: list
         acts[hook.name] = act
         return act
     with torch.enable_grad():
-        out = metric(model.run_with_hooks(corrupt, fwd_hooks=[(n, keep) for n in names]))
+        out = _metric_value(metric, model.run_with_hooks(corrupt, fwd_hooks=[(n, keep) for n in names]))
+        if not out.requires_grad:
+            raise InterventionError(not_allowed("metric", metric, "must be differentiable in the logits "
+                                                "(attribution patching takes its gradient)"))
         out.backward()
     m_corrupt = out.item()
     _check_gap(m_clean, m_corrupt)

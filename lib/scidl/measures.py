@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 from scidl import circuits, fourier
 from scidl.models import embedding_matrix
 from scidl.store import Run
-from scidl.tasks import Dataset, make_dataset
+from scidl.tasks import OPERATIONS, Dataset, make_dataset
 from scidl.train import cross_entropy, split_metrics
-from scidl.errors import ScidlError
+from scidl.errors import ScidlError, check_frame, check_int, check_number, not_allowed
 
 
 class MeasureError(ScidlError):
@@ -41,11 +41,23 @@ class Context:
     logits: Tensor | None = None  # (p*p, p) float64, rows a*p + b
 
     def __post_init__(self) -> None:
+        if not isinstance(self.data, Dataset):
+            raise MeasureError(not_allowed("Context.data", self.data, "must be a Dataset (scidl.make_dataset)"))
+        if not isinstance(self.op, str) or self.op not in OPERATIONS:
+            raise MeasureError(not_allowed("Context.op", self.op, f"must be one of {sorted(OPERATIONS)}"))
+        n = self.data.p ** 2
+        if self.logits is not None and (not isinstance(self.logits, Tensor) or tuple(self.logits.shape) != (n, self.data.p)):
+            raise MeasureError(not_allowed("Context.logits", _shape(self.logits),
+                                           f"must be a ({n}, {self.data.p}) tensor: the grid's logits"))
         try:
             freqs = fourier.check_freqs("key_freqs", self.key_freqs, self.data.p)
         except ScidlError as e:
             raise MeasureError(str(e)) from None
         object.__setattr__(self, "key_freqs", tuple(freqs))
+
+
+def _shape(x) -> str:
+    return f"tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else repr(x)
 
 
 def grid_logits(model, ctx: Context) -> Float[Tensor, "p*p p"]:
@@ -183,6 +195,8 @@ def detect_phases(pm: pd.DataFrame, fallen: float = 0.05, high: float = 0.5,
     phases are the paper's: `phases_ordered` is True only when M < C < G *and* all four measure
     conditions hold. Boundaries never reached are None.
     """
+    check_frame("pm", pm, ("step", "train_loss", "test_loss", "restricted_loss", "excluded_loss",
+                           "sum_squared_weights"), MeasureError)
     first = pm.iloc[0]
     mem = pm[pm.train_loss <= fallen * first.train_loss]
     M = int(mem.step.iloc[0]) if len(mem) else None
@@ -214,7 +228,13 @@ def move_step(pm: pd.DataFrame, column: str, start: int, frac: float = 0.5, log:
     change. "Stays past", not "first past", so a noisy statistic does not move early by chance."""
     if start is None:
         raise MeasureError("start=None is not allowed: a move is measured from a step (no memorization step?)")
+    check_frame("pm", pm, ("step", column), MeasureError)
+    check_int("start", start, 0, error=MeasureError)
+    check_number("frac", frac, 0, 1, low_open=True, error=MeasureError)
     after = _after(pm, start)
+    if len(after) < 2:
+        raise MeasureError(not_allowed("start", start, f"at least two checkpoints must follow it (the last "
+                                                       f"is step {int(pm.step.max())})"))
     raw = after[column].to_numpy(dtype=float)
     if not np.isfinite(raw).all() or (log and (raw <= 0).any()):
         raise MeasureError(f"column={column!r} is not allowed here: it has non-finite values"
@@ -232,6 +252,7 @@ def measure_leads(pm: pd.DataFrame, grok_step: int, start: int,
     """Return, per column, grok_step minus its move_step: how many steps the measure moves before
     test accuracy reaches the grokking threshold (negative: after). test_loss is the reference a
     measure has to beat: it moves with test accuracy by construction."""
+    check_int("grok_step", grok_step, 0, error=MeasureError)
     moves = {c: move_step(pm, c, start) for c in columns}
     return {c: (grok_step - s if s is not None else None) for c, s in moves.items()}
 
@@ -260,6 +281,9 @@ def accuracy_at_move(pm: pd.DataFrame, column: str, start: int, p: int, shuffles
     """Return the chance-normalised test accuracy at the checkpoint where `column` moves (move_step
     from `start`). With `shuffles` > 0, the same for the median move step of `column` shuffled across
     checkpoints (the null: a statistic unrelated to training time). Raises MeasureError if undefined."""
+    check_frame("pm", pm, ("step", "test_acc", column), MeasureError)
+    check_int("p", p, 2, error=MeasureError)
+    check_int("shuffles", shuffles, 0, error=MeasureError)
     if shuffles:
         rng, after = np.random.default_rng(seed), _after(pm, start)
         moves = [move_step(after.assign(**{column: rng.permutation(after[column].to_numpy())}), column, start)

@@ -93,13 +93,36 @@ class HookedModel(HookedRootModule):
             raise HookError(f"hook name(s) {unknown} are not allowed: {type(self).__name__} has "
                             f"{sorted(self.hook_dict)}")
 
+    def check_tokens(self, tokens) -> None:
+        """Raise HookError unless `tokens` is an integer (batch, pos) tensor of this model's tokens."""
+        vocab = self.p + 1  # 0..p-1 operands, p is '='
+        if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int64, torch.int32) or tokens.dim() != 2 \
+                or tokens.numel() == 0 or int(tokens.min()) < 0 or int(tokens.max()) >= vocab:
+            what = f"tensor(shape={tuple(tokens.shape)}, dtype={tokens.dtype})" if isinstance(tokens, Tensor) else repr(tokens)
+            raise HookError(f"tokens={what} is not allowed: must be a non-empty integer (batch, pos) tensor "
+                            f"with values in [0, {self.p}] ({self.p} is '=')")
+
     def run_with_cache(self, *args, names_filter=None, **kwargs) -> tuple[Tensor, ActivationCache]:
+        if args:
+            self.check_tokens(args[0])
         if names_filter is not None and not callable(names_filter):
+            if not isinstance(names_filter, str) and not (hasattr(names_filter, "__iter__")
+                                                          and all(isinstance(n, str) for n in names_filter)):
+                raise HookError(f"names_filter={names_filter!r} is not allowed: must be a hook name, a list "
+                                f"of hook names or a function name -> bool")
             self.check_hook_names(names_filter)
         out, cache = super().run_with_cache(*args, names_filter=names_filter, **kwargs)
         return out, ActivationCache(cache, self)
 
     def run_with_hooks(self, *args, fwd_hooks=(), bwd_hooks=(), **kwargs):
+        if args:
+            self.check_tokens(args[0])
+        for name, hooks in (("fwd_hooks", fwd_hooks), ("bwd_hooks", bwd_hooks)):
+            hooks = list(hooks)
+            if not all(isinstance(h, (tuple, list)) and len(h) == 2 and callable(h[1])
+                       and (isinstance(h[0], str) or callable(h[0])) for h in hooks):
+                raise HookError(f"{name}={hooks!r} is not allowed: must be a list of (hook name, "
+                                f"fn(activation, hook)) pairs")
         self.check_hook_names([n for n, _ in [*fwd_hooks, *bwd_hooks] if isinstance(n, str)])
         return super().run_with_hooks(*args, fwd_hooks=list(fwd_hooks), bwd_hooks=list(bwd_hooks), **kwargs)
 

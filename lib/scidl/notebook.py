@@ -24,7 +24,11 @@ def injected_names(history: list[str]) -> list[str]:
     """Return the names assigned by the last papermill-injected parameters cell in `history`."""
     for source in reversed(history or []):
         if isinstance(source, str) and source.lstrip().startswith(INJECTED_HEADER):
-            tree = ast.parse(source)
+            try:
+                tree = ast.parse(source)
+            except SyntaxError as e:
+                raise ConfigError(f"injected parameters cell={source!r} is not allowed: not valid Python "
+                                  f"({e.msg}, line {e.lineno}); check the -p / -y values") from None
             return [t.id for node in tree.body if isinstance(node, ast.Assign)
                     for t in node.targets if isinstance(t, ast.Name)]
     return []
@@ -51,6 +55,18 @@ def _matches(value: Any, kind: Any) -> bool:
     return isinstance(value, kind) if isinstance(kind, type) else True
 
 
+def _resolve(kind: Any, namespace: dict[str, Any]) -> Any:
+    """Return the type an annotation names (string annotations, as under `from __future__ import
+    annotations`, are evaluated; one that cannot be is not checked)."""
+    if not isinstance(kind, str):
+        return kind
+    try:
+        return eval(kind, {"list": list, "dict": dict, "tuple": tuple, "int": int, "float": float,
+                           "str": str, "bool": bool, "None": None})
+    except Exception:
+        return object
+
+
 def _name(kind: Any) -> str:
     return kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
 
@@ -58,7 +74,7 @@ def _name(kind: Any) -> str:
 def check_parameters(namespace: dict[str, Any]) -> None:
     """Raise ConfigError for a papermill parameter the notebook does not declare (naming it and
     listing the declared ones) or a parameter whose value is not of its declared type."""
-    declared = dict(namespace.get("__annotations__", {}))
+    declared = {name: _resolve(kind, namespace) for name, kind in namespace.get("__annotations__", {}).items()}
     unknown = [n for n in injected_names(namespace.get("In", [])) if n not in declared]
     if unknown:
         name = unknown[0]

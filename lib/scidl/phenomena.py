@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from scidl.errors import ScidlError
+from scidl.errors import ScidlError, check_frame, check_number
 
 THRESHOLD = 0.99  # accuracy that counts as "learned"
 
@@ -22,6 +22,8 @@ def grokking_summary(metrics: pd.DataFrame, threshold: float = THRESHOLD) -> dic
     memorization_step: first step with train accuracy >= threshold.
     grok_step: first step with test accuracy >= threshold.
     """
+    check_frame("metrics", metrics, ("step", "train_acc", "test_acc"))
+    check_number("threshold", threshold, 0, 1, low_open=True)
     mem = first_step(metrics, "train_acc", threshold)
     grok = first_step(metrics, "test_acc", threshold)
     both = mem is not None and grok is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -21,9 +22,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from scidl.config import ConfigError, RunConfig
-from scidl.errors import ScidlError
+from scidl.errors import ScidlError, check_int, check_type, not_allowed
 
 CHECKPOINTS = "checkpoints"
+METRIC_COLUMNS = ("step", "train_loss")  # every metrics row has these; evaluations add the rest
 
 
 class StoreError(ScidlError):
@@ -128,12 +130,14 @@ class Run:
     @property
     def checkpoint_steps(self) -> list[int]:
         files = sorted((self.path / CHECKPOINTS).glob("step_*.safetensors"))
-        return [int(f.stem.split("_")[1]) for f in files]
+        return [int(f.stem[5:]) for f in files if f.stem[5:].isdigit()]
 
     def load_state(self, step: int | None = None) -> dict[str, torch.Tensor]:
         """Return the state dict saved at `step` (default: the last checkpoint)."""
         steps = self.checkpoint_steps
-        step = steps[-1] if step is None else step
+        if not steps:
+            raise StoreError(f"{self.path / CHECKPOINTS}: no checkpoints; the run folder is damaged")
+        step = steps[-1] if step is None else check_int("step", step, 0, error=StoreError)
         if step not in steps:
             raise StoreError(f"step={step!r} is not allowed: run {self.hash} has checkpoints at {steps}")
         path = self.path / CHECKPOINTS / checkpoint_name(step)
@@ -161,9 +165,12 @@ class RunStore:
     """A directory of runs, one sub-directory per config hash."""
 
     def __init__(self, root: str | Path | None = None) -> None:
+        check_type("root", root, (str, os.PathLike, type(None)), "a folder path or None", StoreError)
         self.root = Path(root) if root is not None else default_root()
 
     def path(self, config: RunConfig) -> Path:
+        """Return the folder of `config`'s run."""
+        check_type("config", config, RunConfig, "a RunConfig (see scidl.make_config)", StoreError)
         return self.root / config.hash
 
     def has(self, config: RunConfig) -> bool:
@@ -191,8 +198,10 @@ class RunStore:
         if config.hash != path.name:
             raise StoreError(f"{path / 'config.json'}: the config hashes to {config.hash}, not to its "
                              f"folder name {path.name} (edited or copied?)")
-        if not isinstance(read_json(path / "summary.json"), dict):
-            raise StoreError(f"{path / 'summary.json'}: not a JSON object")
+        summary = read_json(path / "summary.json")
+        if not isinstance(summary, dict) or summary.get("status") not in ("finished", "diverged"):
+            raise StoreError(f"{path / 'summary.json'}: not a run summary (a JSON object whose status is "
+                             f"'finished' or 'diverged')")
         with open(path / "metrics.parquet", "rb") as f:  # a complete Parquet file ends with PAR1
             f.seek(0, os.SEEK_END)
             if f.tell() < 8 or (f.seek(-4, os.SEEK_END), f.read(4))[1] != b"PAR1":
@@ -202,11 +211,19 @@ class RunStore:
     def load(self, key: RunConfig | str) -> Run:
         """Return the finished run for a config or hash: RunNotFound (a KeyError) if there is none, StoreError
         (naming the file) if its folder is damaged."""
-        path = self.root / (key.hash if isinstance(key, RunConfig) else str(key))
+        if isinstance(key, RunConfig):
+            key = key.hash
+        if not isinstance(key, str) or not re.fullmatch(r"[0-9a-f]{12}", key):
+            raise RunNotFound(not_allowed("run", key, "must be a RunConfig or a 12-hex-digit run hash"))
+        path = self.root / key
         if not (path / "summary.json").exists():
             raise RunNotFound(f"run={path.name!r} is not allowed: no finished run of that hash in {self.root}")
         config = self._check(path)
         metrics = read_parquet(path / "metrics.parquet")
+        missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
+        if missing or metrics.empty:
+            raise StoreError(f"{path / 'metrics.parquet'}: lacks the column(s) {missing} or rows; the run "
+                             f"folder is damaged")
         return Run(path, config, metrics, read_json(path / "summary.json"))
 
     def set_aside(self, name: str, reason: str) -> Path | None:
@@ -303,3 +320,8 @@ def save_checkpoint(work: Path, step: int, model: torch.nn.Module) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(state, tmp)
     os.replace(tmp, path)
+
+
+def as_store(store: RunStore | str | os.PathLike | None) -> RunStore:
+    """Return `store` as a RunStore: a RunStore, a folder path, or None (the default store)."""
+    return store if isinstance(store, RunStore) else RunStore(store)

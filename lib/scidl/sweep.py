@@ -20,10 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from scidl.config import ConfigError, RunConfig
-from scidl.errors import check_choice, check_int
+from scidl.errors import check_choice, check_int, check_number, check_type, not_allowed
 from scidl.ensemble import can_batch, train_ensemble
 from scidl.phenomena import classify_phase, grokking_summary
-from scidl.store import RunStore
+from scidl.store import RunStore, as_store
 from scidl.train import train
 
 EXECUTORS = ("auto", "inprocess", "processes", "dask")
@@ -48,6 +48,10 @@ class SweepConfig:
     sample_seed: int = 0
 
     def __post_init__(self) -> None:
+        check_type("SweepConfig.grid", self.grid, Mapping, "a mapping of config fields to lists of values",
+                   ConfigError)
+        check_type("SweepConfig.base", self.base, RunConfig, "a RunConfig (see scidl.make_config)", ConfigError)
+        check_int("SweepConfig.sample_seed", self.sample_seed, 0, error=ConfigError)
         grid = dict(self.grid)
         for name, values in grid.items():
             values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
@@ -149,7 +153,7 @@ def run_sweep(sweep: SweepConfig | list[RunConfig], store: RunStore | None = Non
     if address is not None and (not isinstance(address, str) or not address):
         raise ConfigError(f"address={address!r} is not allowed: must be a Dask scheduler address such as "
                           f"'tcp://127.0.0.1:8786', or None")
-    store = store or RunStore()
+    store = as_store(store)
     configs = sweep.configs() if isinstance(sweep, SweepConfig) else _config_list(sweep)
     todo = [c for c in dict.fromkeys(configs) if not store.has(c)]
     units = plan(todo, batch)
@@ -223,7 +227,9 @@ def _run_dask(units, store, workers, address, bar) -> None:
 def sweep_frame(configs: list[RunConfig], store: RunStore | None = None,
                 min_ratio: float = 5.0) -> pd.DataFrame:
     """Return one tidy row per finished run: config fields, summary, grokking steps and phase."""
-    store = store or RunStore()
+    store = as_store(store)
+    configs = _config_list(configs)
+    check_number("min_ratio", min_ratio, 1, error=ConfigError)
     rows = []
     for c in dict.fromkeys(configs):
         if not store.has(c):
@@ -243,7 +249,12 @@ def sweep_frame(configs: list[RunConfig], store: RunStore | None = None,
 def sweep_metrics(configs: list[RunConfig], store: RunStore | None = None,
                   columns: tuple[str, ...] = ()) -> pd.DataFrame:
     """Return per-step metrics of every finished run, long format, with `columns` config fields."""
-    store = store or RunStore()
+    store = as_store(store)
+    configs = _config_list(configs)
+    fields = {k.split(".", 1)[1] for k in RunConfig().flat()}
+    for column in columns:
+        if column not in fields:
+            raise ConfigError(not_allowed("columns", column, f"must be config fields among {sorted(fields)}"))
     frames = []
     for c in dict.fromkeys(configs):
         if store.has(c):

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from scidl.config import ConfigError, RunConfig
 from scidl.errors import check_choice, check_int
 from scidl.models import make_model
-from scidl.store import Run, RunStore, StoreError, code_version, save_checkpoint
+from scidl.store import Run, RunStore, StoreError, as_store, code_version, save_checkpoint
 from scidl.tasks import Dataset, make_dataset
 
 
@@ -87,7 +87,7 @@ def train(cfg: RunConfig, store: RunStore | None = None, progress: bool = True,
     check_choice("on_divergence", on_divergence, ("raise", "stop"), error=ConfigError)
     if not isinstance(cfg, RunConfig):
         raise ConfigError(f"cfg={cfg!r} is not allowed: must be a RunConfig (see scidl.make_config)")
-    store = store or RunStore()
+    store = as_store(store)
     if not store.has(cfg):
         if (store.path(cfg) / "summary.json").exists():  # there, but damaged: say why, retrain once
             try:
