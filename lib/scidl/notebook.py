@@ -61,7 +61,7 @@ def _resolve(kind: Any, namespace: dict[str, Any]) -> Any:
     if not isinstance(kind, str):
         return kind
     try:
-        return eval(kind, {"list": list, "dict": dict, "tuple": tuple, "int": int, "float": float,
+        return eval(kind, {"__builtins__": {}, "list": list, "dict": dict, "tuple": tuple, "int": int, "float": float,
                            "str": str, "bool": bool, "None": None})
     except Exception:
         return object
