@@ -18,6 +18,13 @@ def not_allowed(name: str, value: Any, allowed: str) -> str:
     return f"{name}={text if len(text) <= 200 else text[:200] + '...'} is not allowed: {allowed}"
 
 
+def describe(x: Any) -> str:
+    """Return a short description of a value for an error message (shape and dtype for tensors)."""
+    if hasattr(x, "shape") and hasattr(x, "dtype") and getattr(x, "shape", ()) != ():
+        return f"tensor(shape={tuple(x.shape)}, dtype={x.dtype})"
+    return repr(x)
+
+
 def scalar(value: Any) -> Any:
     """Return a numpy/torch 0-d scalar as the Python number it holds (anything else unchanged)."""
     if hasattr(value, "item") and getattr(value, "shape", None) == ():

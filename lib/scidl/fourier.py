@@ -10,7 +10,7 @@ import math
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from scidl.errors import ScidlError
+from scidl.errors import ScidlError, describe
 
 
 # Operations whose Fourier algorithm computes cos/sin(w(a + sign·b)) (Nanda et al. 2023): the sign.
@@ -33,10 +33,6 @@ def make_fourier_basis(p: int, dtype: torch.dtype = torch.float32) -> tuple[Floa
     return (basis / basis.norm(dim=1, keepdim=True)).to(dtype), names
 
 
-def _what(x) -> str:
-    return f"tensor(shape={tuple(x.shape)}, dtype={x.dtype})" if isinstance(x, Tensor) else repr(x)
-
-
 def n_freqs(p: int) -> int:
     """Return the number of non-constant frequencies, (p - 1) / 2."""
     return p // 2
@@ -45,7 +41,7 @@ def n_freqs(p: int) -> int:
 def fourier_transform(x: Tensor, dim: int = 0) -> Tensor:
     """Return the coefficients of `x` in the Fourier basis along axis `dim` (length p)."""
     if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise ScidlError(f"x={_what(x)} is not allowed: must be a floating-point tensor")
+        raise ScidlError(f"x={describe(x)} is not allowed: must be a floating-point tensor")
     basis, _ = make_fourier_basis(x.shape[dim], x.dtype)
     return torch.movedim(torch.tensordot(basis, x, dims=([1], [dim])), 0, dim)
 
@@ -82,7 +78,7 @@ def find_key_freqs(share: Float[Tensor, "k"], factor: float = 4.0) -> list[int]:
     handful of frequencies, a random one ~1/((p-1)/2) on every frequency.
     """
     if not isinstance(share, Tensor) or share.dim() != 1 or len(share) == 0:
-        raise ScidlError(f"share={_what(share)} is not allowed: must be a non-empty 1-D tensor of energy shares")
+        raise ScidlError(f"share={describe(share)} is not allowed: must be a non-empty 1-D tensor of energy shares")
     threshold = factor / len(share)
     return [k + 1 for k in range(len(share)) if float(share[k]) > threshold]
 

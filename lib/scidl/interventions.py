@@ -18,10 +18,10 @@ import torch
 from torch import Tensor
 
 from scidl import fourier
-from scidl.models import HookError, embedding_matrix
+from scidl.models import check_hook_names, embedding_matrix
 from scidl.train import cross_entropy
 from scidl.config import is_prime
-from scidl.errors import ScidlError, check_frame, check_int, not_allowed
+from scidl.errors import ScidlError, check_frame, check_int, describe, not_allowed
 
 ABLATIONS = ("zero", "mean", "resample")
 
@@ -156,7 +156,7 @@ def _metric_value(metric: Any, logits: Tensor) -> float:
     out = metric(logits)
     if not isinstance(out, Tensor) or out.numel() != 1:
         raise InterventionError(not_allowed("metric", metric, f"must return a scalar tensor, not "
-                                            f"{_describe(out)}"))
+                                            f"{describe(out)}"))
     return out
 
 
@@ -176,7 +176,7 @@ def _check_pair(model, clean: Tensor, corrupt: Tensor, components: Any) -> list[
     check_batch(model, clean)
     check_batch(model, corrupt)
     components = _check_components(components)
-    _check_hooks(model, [parse_component(c)[0] for c in components])
+    check_hook_names(model, [parse_component(c)[0] for c in components])
     if clean.shape != corrupt.shape:
         raise InterventionError(f"corrupt of shape {tuple(corrupt.shape)} is not allowed: patching pairs "
                                 f"each clean input with one corrupt input, so it must match clean's {tuple(clean.shape)}")
@@ -188,12 +188,12 @@ def check_batch(model, tokens: Any, labels: Any = None) -> None:
     (`a b =`: values in [0, p]) and `labels` (if given) an integer (batch,) tensor of answers in [0, p)."""
     if not hasattr(model, "p"):  # a model of another task: only the batch's form is checked
         if not isinstance(tokens, Tensor) or tokens.dim() == 0 or len(tokens) == 0:
-            raise InterventionError(f"inputs={_describe(tokens)} is not allowed: must be a non-empty tensor")
+            raise InterventionError(f"inputs={describe(tokens)} is not allowed: must be a non-empty tensor")
         return
     p = model.p
     if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int64, torch.int32) \
             or tokens.dim() != 2 or tokens.shape[1] != 3 or len(tokens) == 0:
-        raise InterventionError(f"tokens={_describe(tokens)} is not allowed: must be a non-empty integer "
+        raise InterventionError(f"tokens={describe(tokens)} is not allowed: must be a non-empty integer "
                                 f"tensor of shape (batch, 3), rows `a b =`")
     if int(tokens.min()) < 0 or int(tokens.max()) > p:
         raise InterventionError(f"tokens with values in [{int(tokens.min())}, {int(tokens.max())}] are not "
@@ -202,23 +202,11 @@ def check_batch(model, tokens: Any, labels: Any = None) -> None:
         return
     if not isinstance(labels, Tensor) or labels.dtype not in (torch.int64, torch.int32) \
             or labels.shape != tokens.shape[:1]:
-        raise InterventionError(f"labels={_describe(labels)} is not allowed: must be an integer tensor of "
+        raise InterventionError(f"labels={describe(labels)} is not allowed: must be an integer tensor of "
                                 f"shape ({len(tokens)},), one answer per row of tokens")
     if int(labels.min()) < 0 or int(labels.max()) >= p:
         raise InterventionError(f"labels with values in [{int(labels.min())}, {int(labels.max())}] are not "
                                 f"allowed: answers are 0..{p - 1}")
-
-
-def _check_hooks(model, names: list[str]) -> None:
-    """Raise HookError (a ScidlError) for a hook name the model does not have, listing its hooks."""
-    unknown = [n for n in names if n not in model.hook_dict]
-    if unknown:
-        raise HookError(f"hook name(s) {unknown} are not allowed: {type(model).__name__} has "
-                        f"{sorted(model.hook_dict)}")
-
-
-def _describe(x: Any) -> str:
-    return f"tensor(shape={tuple(x.shape)}, dtype={x.dtype})" if isinstance(x, Tensor) else repr(x)
 
 
 def _check_components(components: Any) -> list[str]:
@@ -245,7 +233,7 @@ def ablate(model, tokens: Tensor, labels: Tensor, components: list[str], how: st
            seed: int = 0) -> pd.DataFrame:
     """Return, per component, the loss after ablating it and the increase over the clean loss."""
     components = _check_components(components)
-    _check_hooks(model, [parse_component(c)[0] for c in components])
+    check_hook_names(model, [parse_component(c)[0] for c in components])
     clean = loss(model, tokens, labels)
     rows = [{"component": c, "ablation": how,
              "loss": (ablated := loss(model, tokens, labels, [ablation_hook(c, how, seed)])),

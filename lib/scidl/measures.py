@@ -23,7 +23,7 @@ from scidl.models import embedding_matrix
 from scidl.store import Run
 from scidl.tasks import OPERATIONS, Dataset, make_dataset
 from scidl.train import cross_entropy, split_metrics
-from scidl.errors import ScidlError, check_frame, check_int, check_number, not_allowed
+from scidl.errors import ScidlError, check_frame, check_int, check_number, describe, not_allowed
 
 
 class MeasureError(ScidlError):
@@ -47,17 +47,13 @@ class Context:
             raise MeasureError(not_allowed("Context.op", self.op, f"must be one of {sorted(OPERATIONS)}"))
         n = self.data.p ** 2
         if self.logits is not None and (not isinstance(self.logits, Tensor) or tuple(self.logits.shape) != (n, self.data.p)):
-            raise MeasureError(not_allowed("Context.logits", _shape(self.logits),
+            raise MeasureError(not_allowed("Context.logits", describe(self.logits),
                                            f"must be a ({n}, {self.data.p}) tensor: the grid's logits"))
         try:
             freqs = fourier.check_freqs("key_freqs", self.key_freqs, self.data.p)
         except ScidlError as e:
             raise MeasureError(str(e)) from None
         object.__setattr__(self, "key_freqs", tuple(freqs))
-
-
-def _shape(x) -> str:
-    return f"tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else repr(x)
 
 
 def grid_logits(model, ctx: Context) -> Float[Tensor, "p*p p"]:

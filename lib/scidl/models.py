@@ -12,7 +12,7 @@ from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from scidl.config import ModelConfig, TaskConfig
-from scidl.errors import ScidlError
+from scidl.errors import ScidlError, describe
 
 ACTS = {"relu": F.relu, "gelu": F.gelu, "quadratic": torch.square}
 
@@ -81,25 +81,29 @@ class HookError(ScidlError):
     """A hook name that the model does not have; the message lists the ones it has."""
 
 
+def check_hook_names(model: HookedRootModule, names) -> None:
+    """Raise HookError unless every name in `names` (a str or an iterable of str) is a hook of `model`."""
+    names = [names] if isinstance(names, str) else list(names)
+    unknown = [n for n in names if n not in model.hook_dict]
+    if unknown:
+        raise HookError(f"hook name(s) {unknown} are not allowed: {type(model).__name__} has "
+                        f"{sorted(model.hook_dict)}")
+
+
 class HookedModel(HookedRootModule):
     """HookedRootModule whose hook names are checked and whose run_with_cache returns a
     TransformerLens ActivationCache (so `cache["post", 0]` works)."""
 
     def check_hook_names(self, names) -> None:
         """Raise HookError unless every name in `names` (a str or an iterable of str) is a hook."""
-        names = [names] if isinstance(names, str) else list(names)
-        unknown = [n for n in names if n not in self.hook_dict]
-        if unknown:
-            raise HookError(f"hook name(s) {unknown} are not allowed: {type(self).__name__} has "
-                            f"{sorted(self.hook_dict)}")
+        check_hook_names(self, names)
 
     def check_tokens(self, tokens) -> None:
         """Raise HookError unless `tokens` is an integer (batch, pos) tensor of this model's tokens."""
         vocab = self.p + 1  # 0..p-1 operands, p is '='
         if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int64, torch.int32) or tokens.dim() != 2 \
                 or tokens.numel() == 0 or int(tokens.min()) < 0 or int(tokens.max()) >= vocab:
-            what = f"tensor(shape={tuple(tokens.shape)}, dtype={tokens.dtype})" if isinstance(tokens, Tensor) else repr(tokens)
-            raise HookError(f"tokens={what} is not allowed: must be a non-empty integer (batch, pos) tensor "
+            raise HookError(f"tokens={describe(tokens)} is not allowed: must be a non-empty integer (batch, pos) tensor "
                             f"with values in [0, {self.p}] ({self.p} is '=')")
 
     def run_with_cache(self, *args, names_filter=None, **kwargs) -> tuple[Tensor, ActivationCache]:
