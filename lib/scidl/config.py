@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from scidl.errors import ScidlError, check_number, not_allowed, scalar
+from scidl.errors import ScidlError, check_choice, check_int, check_number, not_allowed, scalar
 
 
 class ConfigError(ScidlError):
@@ -56,8 +56,7 @@ def _normalize(cfg: Any) -> None:
 
 
 def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        _fail(owner, name, value, f"must be an integer >= {minimum}")
+    check_int(f"{owner}.{name}", value, minimum, error=ConfigError)
 
 
 def _check_positive(owner: str, name: str, value: Any) -> None:
@@ -65,8 +64,7 @@ def _check_positive(owner: str, name: str, value: Any) -> None:
 
 
 def _check_choice(owner: str, name: str, value: Any, choices) -> None:
-    if not isinstance(value, str) or value not in choices:
-        _fail(owner, name, value, f"must be one of {sorted(choices)}")
+    check_choice(f"{owner}.{name}", value, choices, error=ConfigError)
 
 
 def n_pairs(p: int, op: str) -> int:
