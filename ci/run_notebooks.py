@@ -1,4 +1,5 @@
-"""Execute every notebook in notebooks/ with papermill into one folder; extract its figures."""
+"""Execute every notebook in notebooks/ with papermill into one folder; extract its figures; write
+the HTML report (OUT/index.html, OUT/html/*.html)."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,9 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 import yaml
+
+from scidl.progressbar import progress_enabled
+from scidl.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,15 +37,18 @@ def extract_figures(notebook: Path, figures: Path) -> int:
 @contextlib.contextmanager
 def kernel_stderr_to(path: Path):
     """Send this process's stderr (inherited by the kernels it starts) to `path`, so kernel start-up
-    chatter ("Kernel is running over TCP without encryption") stays out of the terminal."""
+    chatter ("Kernel is running over TCP without encryption") stays out of the terminal; yield a
+    file that still writes to the terminal (for papermill's progress bar)."""
     sys.stderr.flush()
     saved = os.dup(2)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1)
     with open(path, "ab") as log:
         os.dup2(log.fileno(), 2)
         try:
-            yield
+            yield terminal
         finally:
             sys.stderr.flush()
+            terminal.close()
             os.dup2(saved, 2)
             os.close(saved)
 
@@ -80,22 +87,31 @@ def main() -> int:
                  f"{{parameter: value}} mappings (unknown: {unknown})")
     out = args.out.resolve()
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    failed = []
+    # kernels draw no progress bars into the notebooks (nbval compares outputs, and the report would
+    # show bars frozen at 0 %); the terminal shows papermill's per-cell bar instead, unless CI=true
+    show_bar = progress_enabled(True)
+    os.environ.setdefault("SCIDL_PROGRESS", "0")
+    failed, executed = [], []
     for i, nb in enumerate(notebooks, 1):
         target, start = (nb if args.inplace else out / nb.name), time.perf_counter()
         print(f"[{i}/{len(notebooks)}] {nb.name} ...", flush=True)
         try:
-            with kernel_stderr_to(out / "kernels.log"):
+            with kernel_stderr_to(out / "kernels.log") as terminal:
+                bar = {"file": terminal, "desc": nb.stem, "leave": False} if show_bar else False
                 pm.execute_notebook(str(nb), str(target), parameters=overrides.get(nb.stem, {}),
-                                    cwd=str(nb.parent), progress_bar=False, kernel_name="python3")
+                                    cwd=str(nb.parent), progress_bar=bar, kernel_name="python3")
         except pm.PapermillExecutionError as err:
             failed.append(nb.name)
-            print(f"[{i}/{len(notebooks)}] {nb.name} FAILED: {err.ename}: {err.evalue}", flush=True)
-            continue
-        n_fig = extract_figures(target, out / "figures")
-        print(f"[{i}/{len(notebooks)}] {nb.name} done in {time.perf_counter() - start:.0f}s, "
-              f"{n_fig} figures", flush=True)
-    print(f"Executed notebooks: {out}\nFigures: {out / 'figures'}\nKernel logs: {out / 'kernels.log'}")
+            print(f"[{i}/{len(notebooks)}] {nb.name} FAILED after {time.perf_counter() - start:.0f}s: "
+                  f"{err.ename}: {err.evalue}", flush=True)
+        else:
+            n_fig = extract_figures(target, out / "figures")
+            print(f"[{i}/{len(notebooks)}] {nb.name} done in {time.perf_counter() - start:.0f}s, "
+                  f"{n_fig} figures", flush=True)
+        executed.append(target)
+    report = write_report(executed, out)
+    print(f"Report: {report}\nExecuted notebooks: {out}\nFigures: {out / 'figures'}\n"
+          f"Kernel logs: {out / 'kernels.log'}")
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

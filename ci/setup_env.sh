@@ -19,6 +19,14 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; 
         || { echo "[setup] install failed" >&2; exit 1; }
     echo "$WANT" > "$STAMP"
 fi
+# The project's kernel: a "python3" kernelspec inside the venv, searched first (JUPYTER_PATH), so a
+# user-level python3 kernelspec cannot make papermill, nbval or JupyterLab start another Python.
+export JUPYTER_PATH="$VENV/share/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"
+if [ ! -f "$VENV/share/jupyter/kernels/python3/kernel.json" ] \
+        || ! grep -q "\"$VENV/bin/python" "$VENV/share/jupyter/kernels/python3/kernel.json"; then
+    "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 \
+        --display-name "Python 3 (scidl)" > /dev/null
+fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
 unset MPLBACKEND  # Agg would drop figures from executed notebooks

@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from scidl.config import ConfigError, RunConfig
 from scidl.models import ACTS, make_model
+from scidl.progressbar import bar as progress_bar
 from scidl.store import RunStore, as_store
 from scidl.tasks import make_dataset
 from scidl.train import _now, cross_entropy, summarize_metrics
@@ -116,7 +116,7 @@ def _member_rows(tokens: Tensor, p: int, K: int) -> Tensor:
     return torch.stack([tokens[..., 0], tokens[..., 1] + p], dim=-1) + offset
 
 
-def train_ensemble(configs: list[RunConfig], store: RunStore | None = None, progress: bool = False) -> None:
+def train_ensemble(configs: list[RunConfig], store: RunStore | None = None, progress: bool = True) -> None:
     """Train every config of a batchable group together and commit each member to the store."""
     if not isinstance(configs, (list, tuple)) or not configs:
         raise ConfigError(f"configs={configs!r} is not allowed: must be a non-empty list of RunConfigs")
@@ -147,9 +147,9 @@ def train_ensemble(configs: list[RunConfig], store: RunStore | None = None, prog
     rows: list[list[dict]] = [[] for _ in configs]
     diverged: list[int | None] = [None] * K
     active = torch.ones(K, dtype=torch.bool)
-    bar = tqdm(range(first.train.steps + 1), disable=not progress, mininterval=1.0,
-               desc=f"run {first.hash}" if K == 1 else f"ensemble of {K}")
-    for step in bar:
+    bar = progress_bar(total=first.train.steps, progress=progress,  # counts optimizer steps done
+                       desc=f"run {first.hash}" if K == 1 else f"ensemble of {K}")
+    for step in range(first.train.steps + 1):
         if step % first.train.eval_every == 0 or step == first.train.steps:
             with torch.no_grad():
                 for k, row in enumerate(_metrics(forward(everything), labels, masks, [W_in, W_out],
@@ -171,6 +171,7 @@ def train_ensemble(configs: list[RunConfig], store: RunStore | None = None, prog
             break
         torch.where(active, member_loss, torch.zeros_like(member_loss)).sum().backward()
         opt.step(active.float())
+        bar.update()
     bar.close()
     seconds = time.perf_counter() - start
     for k, (cfg, work) in enumerate(zip(configs, works)):

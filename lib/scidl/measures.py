@@ -16,10 +16,10 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from scidl import circuits, fourier
 from scidl.models import embedding_matrix
+from scidl.progressbar import bar as progress_bar
 from scidl.store import Run
 from scidl.tasks import OPERATIONS, Dataset, make_dataset
 from scidl.train import cross_entropy, split_metrics
@@ -160,8 +160,7 @@ def progress_measures(run: Run, key_freqs: list[int] | None = None,
     data = make_dataset(run.config.task)
     ctx = Context(data, tuple(key_freqs), run.config.task.op)
     rows, order = [], _rows(data)
-    for step in tqdm(run.checkpoint_steps, desc=f"measures {run.hash}", disable=not progress,
-                     mininterval=1.0):
+    for step in progress_bar(run.checkpoint_steps, desc=f"measures {run.hash}", progress=progress):
         model = run.load_model(step)
         at = replace(ctx, logits=grid_logits(model, ctx))  # one forward, shared by every measure
         rows.append({"step": step, **split_metrics(at.logits[order], data),

@@ -17,11 +17,11 @@ from typing import Any, Mapping
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from scidl.config import ConfigError, RunConfig
 from scidl.errors import check_choice, check_int, check_number, check_type, not_allowed
 from scidl.ensemble import can_batch, train_ensemble
+from scidl.progressbar import bar as progress_bar
 from scidl.phenomena import classify_phase, grokking_summary
 from scidl.store import RunStore, as_store
 from scidl.train import train
@@ -103,17 +103,17 @@ def _pool_worker_init(parent: int) -> None:
     _init_worker()
 
 
-def _train_task(config: dict, root: str) -> str:
+def _train_task(config: dict, root: str, progress: bool = False) -> str:
     _init_worker()
     cfg = RunConfig.from_dict(config)
-    train(cfg, RunStore(root), progress=False, on_divergence="stop")
+    train(cfg, RunStore(root), progress=progress, on_divergence="stop")
     return cfg.hash
 
 
-def _ensemble_task(configs: list[dict], root: str) -> list[str]:
+def _ensemble_task(configs: list[dict], root: str, progress: bool = False) -> list[str]:
     _init_worker()
     cfgs = [RunConfig.from_dict(c) for c in configs]
-    train_ensemble(cfgs, RunStore(root))
+    train_ensemble(cfgs, RunStore(root), progress=progress)
     return [c.hash for c in cfgs]
 
 
@@ -159,8 +159,8 @@ def run_sweep(sweep: SweepConfig | list[RunConfig], store: RunStore | None = Non
     units = plan(todo, batch)
     if executor == "auto":
         executor = "dask" if address else "inprocess"
-    bar = tqdm(total=len(todo), desc=f"sweep ({len(configs) - len(todo)} done before)",
-               disable=not progress or not todo)
+    bar = progress_bar(total=len(todo), desc=f"sweep ({len(configs) - len(todo)} done before)",
+                       progress=progress and bool(todo))
     {"inprocess": _run_inprocess, "processes": _run_processes, "dask": _run_dask}[executor](
         units, store, workers, address, bar)
     bar.close()
@@ -179,15 +179,15 @@ def _config_list(configs: Any) -> list[RunConfig]:
 
 
 def _run_inprocess(units, store, workers, address, bar) -> None:
-    for unit in units:
-        _dispatch(unit, str(store.root))
+    for unit in units:  # in process, each unit also shows its own step bar under the sweep's
+        _dispatch(unit, str(store.root), progress=not bar.disable)
         bar.update(len(unit))
 
 
-def _dispatch(unit: list[RunConfig], root: str):
+def _dispatch(unit: list[RunConfig], root: str, progress: bool = False):
     if len(unit) == 1:
-        return _train_task(unit[0].to_dict(), root)
-    return _ensemble_task([c.to_dict() for c in unit], root)
+        return _train_task(unit[0].to_dict(), root, progress)
+    return _ensemble_task([c.to_dict() for c in unit], root, progress)
 
 
 def _run_processes(units, store, workers, address, bar, retries: int = 2) -> None:

@@ -9,11 +9,11 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from scidl.config import ConfigError, RunConfig
 from scidl.errors import check_choice, check_int
 from scidl.models import make_model
+from scidl.progressbar import bar as progress_bar
 from scidl.store import Run, RunStore, StoreError, as_store, code_version, save_checkpoint
 from scidl.tasks import Dataset, make_dataset
 
@@ -115,9 +115,8 @@ def _train_into(cfg: RunConfig, store: RunStore, progress: bool) -> None:
     work, rows, start, started_at = store.begin(cfg), [], time.perf_counter(), _now()
     x, y = data.train
     diverged_step = None
-    bar = tqdm(range(cfg.train.steps + 1), disable=not progress, desc=f"run {cfg.hash}",
-               mininterval=1.0)
-    for step in bar:
+    bar = progress_bar(total=cfg.train.steps, desc=f"run {cfg.hash}", progress=progress)  # optimizer steps
+    for step in range(cfg.train.steps + 1):
         if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
             rows.append({"step": step, **evaluate(model, data, cfg.train.loss_dtype),
                          "weight_norm": weight_norm(model)})
@@ -136,6 +135,7 @@ def _train_into(cfg: RunConfig, store: RunStore, progress: bool) -> None:
         loss.backward()
         opt.step()
         sched.step()
+        bar.update()
     bar.close()
     metrics = pd.DataFrame(rows)
     store.commit(work, metrics, summarize_metrics(metrics, diverged_step, time.perf_counter() - start,

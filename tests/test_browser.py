@@ -1,0 +1,215 @@
+"""The suite in a real browser: Debian's chromium, driven by Python playwright.
+
+- `bash ci/lab.sh` starts JupyterLab; notebook 03 (with its small CI parameters injected, nothing
+  else changed) runs every cell in the browser without an error, its training shows a progress
+  bar, and moving the checkpoint explorer's slider redraws the figure (screenshots compared).
+- The main job's HTML report (`scidl.report`), opened in the browser, shows every notebook's
+  Verdict lines and links to the notebooks rendered with their figures.
+
+Screenshots go to out/test-screenshots/. Without a browser these tests fail, saying how to get one
+(ci/test.sh installs it with apt-get when run as root); they never skip.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+import yaml
+
+from scidl.report import summarize, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+SMALL = yaml.safe_load((ROOT / "ci" / "small_params.yaml").read_text())
+SHOTS = ROOT / "out" / "test-screenshots"
+# the flags a closed network needs: no background connections, no first-run or component updates
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+def chromium_path() -> str:
+    path = os.environ.get("SCIDL_CHROMIUM") or shutil.which("chromium")
+    if not path or not os.access(path, os.X_OK):
+        pytest.fail("the browser tests need Debian's chromium, which is not installed: run "
+                    "`sudo apt-get install chromium` (ci/test.sh does it when run as root) or set "
+                    "SCIDL_CHROMIUM=/path/to/chromium", pytrace=False)
+    return path
+
+
+@contextlib.contextmanager
+def browser_page(width: int = 1400, height: int = 1000):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def lab_server(root_dir: Path, env: dict[str, str], timeout: float = 180.0):
+    """Start `bash ci/lab.sh` serving `root_dir`; yield (base URL, token, output lines); stop it."""
+    port, token = _free_port(), "scidl-test-" + os.urandom(8).hex()
+    env = {**os.environ, **env, "SCIDL_LAB_PORT": str(port), "SCIDL_LAB_TOKEN": token,
+           "SCIDL_LAB_DIR": str(root_dir)}
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "ci" / "lab.sh"), "--LabApp.expose_app_in_browser=True"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"ci/lab.sh exited with {proc.returncode}:\n{''.join(lines)}", pytrace=False)
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"JupyterLab did not answer within {timeout:.0f} s:\n{''.join(lines)}", pytrace=False)
+            time.sleep(0.5)
+        yield base, token, lines
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        proc.stdout.close()
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+KERNEL_IDLE = """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+  return !!k && k.status === 'idle'; }"""
+ALL_CELLS_RAN = """() => { const m = window.jupyterapp.shell.currentWidget.content.model;
+  let ran = 0, code = 0;
+  for (let i = 0; i < m.cells.length; i++) { const c = m.cells.get(i);
+    if (c.type !== 'code') continue; code++; if (typeof c.executionCount === 'number') ran++; }
+  const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  return code > 0 && ran === code && k.status === 'idle'; }"""
+CELL_ERRORS = """() => { const m = window.jupyterapp.shell.currentWidget.content.model; const errs = [];
+  for (let i = 0; i < m.cells.length; i++) { const c = m.cells.get(i); if (c.type !== 'code') continue;
+    for (let j = 0; j < c.outputs.length; j++) { const o = c.outputs.get(j).toJSON();
+      if (o.output_type === 'error') errs.push(`cell ${i}: ${o.ename}: ${o.evalue}`); } }
+  return errs; }"""
+EXPLORER_IMG = ".jupyter-widgets-output-area img, .widget-output img"
+
+
+def test_lab_command_runs_the_explorer_notebook_and_the_slider_redraws(tmp_path):
+    work = tmp_path / "lab"
+    work.mkdir()
+    nb = ROOT / "notebooks" / "03_zoom_in.ipynb"
+    # the suite's notebook 03 with small parameters injected (papermill prepares, runs nothing): a
+    # one-hot MLP that groks in a few seconds (Gromov 2023), so the slider shows the circuit forming
+    params = {**SMALL[nb.stem], "op": "add", "p": 97, "d_mlp": 256, "steps": 600}
+    pm.execute_notebook(str(nb), str(work / nb.name), parameters=params, prepare_only=True,
+                        kernel_name="python3", progress_bar=False)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    env = {"SCIDL_STORE": str(tmp_path / "runs"), "SCIDL_LEDGER": str(tmp_path / "ledger.jsonl"),
+           "SCIDL_PROGRESS": "1"}  # bars on: the test sees the training's progress widget
+    with lab_server(work, env) as (base, token, lines), browser_page() as page:
+        out = "".join(lines)
+        assert f"{base}/lab?token={token}" in out, f"ci/lab.sh prints the URL with its token:\n{out}"
+        spec = _get_json(f"{base}/api/kernelspecs?token={token}")["kernelspecs"]["python3"]["spec"]
+        venv_bin = Path(os.environ.get("SCIDL_VENV", ROOT / ".venv")) / "bin"
+        assert os.path.samefile(Path(spec["argv"][0]).parent, venv_bin), \
+            f"JupyterLab's python3 kernel is not the project's: {spec['argv']}"
+        page.goto(f"{base}/lab/tree/{nb.name}?token={token}")
+        page.wait_for_function(KERNEL_IDLE, timeout=120_000, polling=500)
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_function(ALL_CELLS_RAN, timeout=240_000, polling=1000)
+        errors = page.evaluate(CELL_ERRORS)
+        assert errors == [], f"cells show errors in JupyterLab: {errors}"
+        bars = page.locator(".widget-hprogress .progress-bar")
+        assert bars.count() >= 1, "training shows a progress bar widget"
+        assert "progress-bar-success" in bars.first.get_attribute("class"), "the finished bar is complete"
+
+        image = page.locator(EXPLORER_IMG).first
+        image.scroll_into_view_if_needed()
+        before_src = image.get_attribute("src")
+        explorer = page.locator(".widget-vbox", has=page.locator(EXPLORER_IMG)).first
+        shot_before = explorer.screenshot(path=str(SHOTS / "explorer_last_checkpoint.png"))
+        readout = explorer.locator(".widget-readout").first
+        assert readout.inner_text().strip() == str(params["steps"]), "slider starts at the last checkpoint"
+        handle = explorer.locator(".noUi-handle").first
+        handle.focus()
+        page.keyboard.press("Home")  # the slider's first checkpoint, step 0
+        page.wait_for_function(
+            "([sel, src]) => { const i = document.querySelector(sel); return i && i.getAttribute('src') !== src; }",
+            arg=[EXPLORER_IMG, before_src], timeout=60_000, polling=250)
+        assert readout.inner_text().strip() == "0"
+        time.sleep(0.5)  # let the new image finish painting before the screenshot
+        shot_after = explorer.screenshot(path=str(SHOTS / "explorer_first_checkpoint.png"))
+        assert shot_after != shot_before, "moving the slider changed the rendered figure"
+        assert page.evaluate(CELL_ERRORS) == []
+        page.screenshot(path=str(SHOTS / "lab_notebook_03.png"))
+
+
+def _verdict_lines(nb_path: Path) -> list[str]:
+    """The `name = value` lines printed under the Verdict heading, read independently of scidl.report."""
+    cells, lines, seen = nbformat.read(nb_path, as_version=4).cells, [], False
+    for cell in cells:
+        if cell.cell_type == "markdown" and cell.source.startswith("## Verdict"):
+            seen = True
+        elif seen and cell.cell_type == "code":
+            text = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout")
+            lines += [m.group(0) for m in re.finditer(r"^\w+ = .+$", text, flags=re.M)]
+    return lines
+
+
+def test_report_in_the_browser_shows_every_verdict(tmp_path):
+    # the committed notebooks are executed notebooks (nbval checks their outputs)
+    index = write_report(NOTEBOOKS, tmp_path / "report")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with browser_page(1400, 1000) as page:
+        page.goto(index.as_uri(), wait_until="load")
+        for nb in NOTEBOOKS:
+            expected = _verdict_lines(nb)
+            assert len(expected) >= 3, f"{nb.name}: its Verdict prints name = value lines"
+            row = page.locator(f'tr[id="{nb.stem}"]')
+            assert row.is_visible()
+            shown = row.inner_text()
+            missing = [line for line in expected if line not in shown]
+            assert not missing, f"{nb.stem}: the report's row lacks {missing}"
+            assert summarize(nb).question.split()[0] in shown
+        page.screenshot(path=str(SHOTS / "report_index.png"), full_page=True)
+        page.locator("a", has_text=NOTEBOOKS[0].stem).first.click()
+        page.wait_for_load_state("load")
+        assert page.url.endswith(f"html/{NOTEBOOKS[0].stem}.html")
+        assert page.locator("img[src^='data:image/png']").count() >= 1, "figures are inline in the page"
+        page.screenshot(path=str(SHOTS / f"report_{NOTEBOOKS[0].stem}.png"))

@@ -1,0 +1,127 @@
+"""The HTML report (scidl.report) on planted notebooks whose answer is known, the main job writing
+it, and progress bars that are silent under CI=true."""
+import os
+from dataclasses import replace
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from scidl.progressbar import progress_enabled
+from scidl.report import ReportError, index_html, summarize, write_report
+from scidl.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _stdout(text):
+    return new_output("stream", name="stdout", text=text)
+
+
+def _planted(path: Path, verdict_text: str, error: tuple[str, str] | None = None, duration=12.5) -> Path:
+    cells = [
+        new_markdown_cell("# 99 · A planted notebook\n\n**Question.** Does the report\nread this?\n\n"
+                          "**Expected answer.** Yes."),
+        new_code_cell("print('noise = 1')", outputs=[_stdout("noise = 1\n")]),
+        new_markdown_cell("## Verdict\n\n**Claim.** planted"),
+        new_code_cell("...", outputs=[_stdout(verdict_text)]),
+        new_markdown_cell("**Confidence.** none"),
+    ]
+    if error:
+        cells[1].outputs.append(new_output("error", ename=error[0], evalue=error[1], traceback=[]))
+    nb = new_notebook(cells=cells, metadata={"papermill": {"duration": duration}})
+    nbformat.write(nb, path)
+    return path
+
+
+def test_summarize_reads_question_verdict_time_and_nothing_else(tmp_path):
+    nb = _planted(tmp_path / "99_planted.ipynb",
+                  "a = 1\nb_c = [1, 2]\nnot a verdict line\n  indented = 3\nx == 2\nd = {'k': 'v'}\n")
+    s = summarize(nb)
+    assert (s.name, s.title, s.question) == ("99_planted", "99 · A planted notebook", "Does the report read this?")
+    assert s.verdict == [("a", "1"), ("b_c", "[1, 2]"), ("d", "{'k': 'v'}")]  # not 'noise', printed before
+    assert s.seconds == 12.5 and s.error is None
+
+
+def test_a_failed_notebook_shows_its_error_not_a_verdict(tmp_path):
+    s = summarize(_planted(tmp_path / "98_failed.ipynb", "", error=("ConfigError", "p=100 is not allowed")))
+    assert s.error == "ConfigError: p=100 is not allowed"
+    page = index_html([s])
+    assert "FAILED: ConfigError: p=100 is not allowed" in page and "1 failed" in page
+
+
+def test_index_escapes_what_notebooks_print(tmp_path):
+    s = summarize(_planted(tmp_path / "97_html.ipynb", "tag = <script>alert(1)</script>\n"))
+    page = index_html([s])
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    q = index_html([replace(s, question="Does it *grok*, **fast**, with `x<y` and a*b? <b>")])
+    assert "Does it <em>grok</em>, <strong>fast</strong>, with <code>x&lt;y</code> and a*b? &lt;b&gt;" in q
+
+
+def test_write_report_refuses_a_non_notebook_and_writes_nothing(tmp_path):
+    good = _planted(tmp_path / "99_planted.ipynb", "a = 1\n")
+    bad = tmp_path / "broken.ipynb"
+    bad.write_text("{ not json")
+    with pytest.raises(ReportError, match=r"notebook=.*broken\.ipynb.* is not allowed"):
+        write_report([good, bad], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ReportError, match="notebooks="):
+        write_report([], tmp_path / "out")
+
+
+def test_write_report_renders_each_notebook_with_inline_figures(tmp_path):
+    nb = ROOT / "notebooks" / "03_zoom_in.ipynb"  # committed with its executed outputs
+    index = write_report([nb], tmp_path / "out")
+    page = index.read_text()
+    assert 'href="html/03_zoom_in.html"' in page and "key_freqs</span> = [" in page
+    rendered = (tmp_path / "out" / "html" / "03_zoom_in.html").read_text()
+    assert rendered.count("data:image/png;base64,") >= 3
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_main_job_writes_the_report_and_keeps_kernel_chatter_out(tmp_path):
+    params = tmp_path / "small.yaml"
+    params.write_text("03_zoom_in:\n  arch: mlp\n  act: quadratic\n  d_mlp: 64\n  op: sub\n  p: 23\n"
+                      "  frac_train: 0.5\n  lr: 0.003\n  steps: 200\n  top_k: 3\n")
+    env = {**os.environ, "SCIDL_STORE": str(tmp_path / "runs"), "SCIDL_LEDGER": str(tmp_path / "ledger.jsonl"),
+           "CI": "true"}
+    env.pop("SCIDL_PROGRESS", None)
+    done = subprocess.run([sys.executable, str(ROOT / "ci" / "run_notebooks.py"), "--params", str(params),
+                           "--out", str(tmp_path / "out"), str(ROOT / "notebooks" / "03_zoom_in.ipynb")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "without encryption" not in output
+    assert "03_zoom_in.ipynb done in" in output and "Report: " in output
+    executed = summarize(tmp_path / "out" / "03_zoom_in.ipynb")
+    assert executed.error is None and len(executed.verdict) >= 5
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert all(f"{k}</span> = " in page for k, _ in executed.verdict)
+    assert (tmp_path / "out" / "html" / "03_zoom_in.html").exists()
+    cells = nbformat.read(tmp_path / "out" / "03_zoom_in.ipynb", as_version=4).cells
+    bars = [o for c in cells for o in c.get("outputs", []) if "it/s" in str(o)]
+    assert bars == [], "the main job's kernels draw no progress bars into the notebooks"
+
+
+@pytest.mark.parametrize("env, progress, shown", [
+    ({}, True, True), ({}, False, False), ({"CI": "true"}, True, False), ({"CI": "1"}, True, False),
+    ({"CI": "false"}, True, True), ({"SCIDL_PROGRESS": "0"}, True, False),
+    ({"CI": "true", "SCIDL_PROGRESS": "1"}, True, True), ({"CI": "true", "SCIDL_PROGRESS": "1"}, False, False),
+])
+def test_progress_bars_are_silent_under_ci(env, progress, shown, monkeypatch):
+    for name in ("CI", "SCIDL_PROGRESS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert progress_enabled(progress) is shown
+
+
+@pytest.mark.parametrize("ci, bar", [("true", False), ("", True)])
+def test_training_draws_a_bar_unless_under_ci(ci, bar, tiny_config, store, monkeypatch, capsys):
+    monkeypatch.delenv("SCIDL_PROGRESS", raising=False)
+    monkeypatch.setenv("CI", ci)
+    train(tiny_config, store)
+    assert (f"run {tiny_config.hash}" in capsys.readouterr().err) is bar
