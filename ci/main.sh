@@ -1,15 +1,45 @@
 #!/usr/bin/env bash
-# The main job: execute every notebook in notebooks/ headlessly with papermill.
-# Usage: bash ci/main.sh [--paper] [OUT_DIR]   (default: out/; --paper: notebooks/*.paper.yaml)
-#   -> OUT_DIR/*.ipynb, OUT_DIR/figures/*.png, and the run store and hypothesis ledger the notebooks
-#      wrote (OUT_DIR/runs/, OUT_DIR/ledger.jsonl) unless SCIDL_STORE / SCIDL_LEDGER point elsewhere.
+# The main job: execute every notebook in notebooks/ headlessly with papermill, then write the report.
+# Usage: bash ci/main.sh [--paper] [OUT_DIR]
+#   default OUT_DIR: out/ (quick defaults) or out/paper/ (--paper: each notebook's
+#   notebooks/NN_*.paper.yaml). A quick and a paper run never share a folder: their hypotheses have
+#   other scopes, so one ledger cannot hold both.
+#   -> OUT_DIR/index.html (every notebook's question, Verdict lines, time, link), OUT_DIR/html/*.html
+#      (the executed notebooks rendered, figures inline), OUT_DIR/*.ipynb, OUT_DIR/figures/*.png,
+#      OUT_DIR/kernels.log, and the run store and hypothesis ledger the notebooks wrote
+#      (OUT_DIR/runs/, OUT_DIR/ledger.jsonl) unless SCIDL_STORE / SCIDL_LEDGER point elsewhere.
 # A fresh OUT_DIR trains everything and preregisters anew; rerunning into the same OUT_DIR reuses
 # its runs and ledger. The committed data/ledger.jsonl is never read or written.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SCALE=() OUT_ARG=""
+for arg in "$@"; do
+    case "$arg" in
+        --paper) SCALE=(--paper) ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -*) echo "ci/main.sh: option $arg is not allowed: only --paper (and an output folder)" >&2; exit 2 ;;
+        *) if [ -n "$OUT_ARG" ]; then
+               echo "ci/main.sh: a second output folder $arg is not allowed (first: $OUT_ARG)" >&2; exit 2
+           fi
+           OUT_ARG="$arg" ;;
+    esac
+done
+if [ -z "$OUT_ARG" ]; then
+    if [ ${#SCALE[@]} -gt 0 ]; then OUT_ARG="$ROOT/out/paper"; else OUT_ARG="$ROOT/out"; fi
+fi
+MARK="quick"
+if [ ${#SCALE[@]} -gt 0 ]; then MARK="paper"; fi
+if [ -f "$OUT_ARG/.scale" ] && [ "$(cat "$OUT_ARG/.scale")" != "$MARK" ]; then
+    echo "ci/main.sh: OUT_DIR=$OUT_ARG is not allowed: it holds a $(cat "$OUT_ARG/.scale")-scale run and" \
+         "this is a $MARK-scale one; give another folder" >&2
+    exit 2
+fi
 source "$ROOT/ci/setup_env.sh"
-SCALE=()
-if [ "${1:-}" = "--paper" ]; then SCALE=(--paper); shift; fi
-OUT="$(mkdir -p "${1:-$ROOT/out}" && cd "${1:-$ROOT/out}" && pwd)"
-export SCIDL_STORE="${SCIDL_STORE:-$OUT/runs}" SCIDL_LEDGER="${SCIDL_LEDGER:-$OUT/ledger.jsonl}"
-python "$ROOT/ci/run_notebooks.py" "${SCALE[@]}" --out "$OUT"
+mkdir -p "$OUT_ARG"
+OUT="$(cd "$OUT_ARG" && pwd)"
+echo "$MARK" > "$OUT/.scale"
+# absolute, so the kernels (started in notebooks/) and this shell mean the same folders
+SCIDL_STORE="$(realpath -m "${SCIDL_STORE:-$OUT/runs}")"
+SCIDL_LEDGER="$(realpath -m "${SCIDL_LEDGER:-$OUT/ledger.jsonl}")"
+export SCIDL_STORE SCIDL_LEDGER
+python "$ROOT/ci/run_notebooks.py" ${SCALE[@]+"${SCALE[@]}"} --out "$OUT"

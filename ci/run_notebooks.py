@@ -95,21 +95,26 @@ def main() -> int:
     for i, nb in enumerate(notebooks, 1):
         target, start = (nb if args.inplace else out / nb.name), time.perf_counter()
         print(f"[{i}/{len(notebooks)}] {nb.name} ...", flush=True)
+        if not args.inplace:
+            target.unlink(missing_ok=True)  # the report never shows an earlier run's notebook
         try:
             with kernel_stderr_to(out / "kernels.log") as terminal:
                 bar = {"file": terminal, "desc": nb.stem, "leave": False} if show_bar else False
                 pm.execute_notebook(str(nb), str(target), parameters=overrides.get(nb.stem, {}),
                                     cwd=str(nb.parent), progress_bar=bar, kernel_name="python3")
-        except pm.PapermillExecutionError as err:
+        except Exception as err:  # a cell's error, a dead kernel, ...: report it and go on
             failed.append(nb.name)
-            print(f"[{i}/{len(notebooks)}] {nb.name} FAILED after {time.perf_counter() - start:.0f}s: "
-                  f"{err.ename}: {err.evalue}", flush=True)
+            what = f"{err.ename}: {err.evalue}" if isinstance(err, pm.PapermillExecutionError) \
+                else f"{type(err).__name__}: {err}"
+            print(f"[{i}/{len(notebooks)}] {nb.name} FAILED after {time.perf_counter() - start:.0f}s: {what}",
+                  flush=True)
         else:
             n_fig = extract_figures(target, out / "figures")
             print(f"[{i}/{len(notebooks)}] {nb.name} done in {time.perf_counter() - start:.0f}s, "
                   f"{n_fig} figures", flush=True)
-        executed.append(target)
-    report = write_report(executed, out)
+        if target.exists():
+            executed.append(target)
+    report = write_report(executed, out) if executed else None
     print(f"Report: {report}\nExecuted notebooks: {out}\nFigures: {out / 'figures'}\n"
           f"Kernel logs: {out / 'kernels.log'}")
     if failed:

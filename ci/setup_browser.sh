@@ -11,6 +11,7 @@ if [ -z "$SCIDL_CHROMIUM" ]; then
         if apt-get install -y -q chromium > "$LOG" 2>&1 \
                 || { apt-get update -q >> "$LOG" 2>&1 && apt-get install -y -q chromium >> "$LOG" 2>&1; }; then
             SCIDL_CHROMIUM="$(command -v chromium)"
+            rm -f "$LOG"
         else
             echo "[setup] apt-get install chromium failed (log: $LOG); the browser tests will fail" >&2
         fi

@@ -30,4 +30,12 @@ fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
 unset MPLBACKEND  # Agg would drop figures from executed notebooks
+# One MKL code path on every AVX-512 machine, so training is bit-identical across CPU generations
+# (lib/scidl/_numerics.py says why); nbval compares the committed outputs bit for bit.
+if grep -qw avx512f /proc/cpuinfo 2> /dev/null; then
+    export MKL_CBWR="${MKL_CBWR:-AVX512}"
+else
+    echo "[setup] warning: this CPU has no AVX-512; training takes another MKL code path, so nbval may" \
+         "find numbers that differ from the committed outputs (computed on the AVX-512 path)" >&2
+fi
 export PYTHONHASHSEED=0

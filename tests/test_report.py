@@ -86,15 +86,16 @@ def test_main_job_writes_the_report_and_keeps_kernel_chatter_out(tmp_path):
     params = tmp_path / "small.yaml"
     params.write_text("03_zoom_in:\n  arch: mlp\n  act: quadratic\n  d_mlp: 64\n  op: sub\n  p: 23\n"
                       "  frac_train: 0.5\n  lr: 0.003\n  steps: 200\n  top_k: 3\n")
-    env = {**os.environ, "SCIDL_STORE": str(tmp_path / "runs"), "SCIDL_LEDGER": str(tmp_path / "ledger.jsonl"),
-           "CI": "true"}
-    env.pop("SCIDL_PROGRESS", None)
+    env = {**os.environ, "SCIDL_STORE": str(tmp_path / "runs"), "SCIDL_LEDGER": str(tmp_path / "ledger.jsonl")}
+    for name in ("CI", "SCIDL_PROGRESS"):  # bars would be on: the main job itself must turn them off
+        env.pop(name, None)
     done = subprocess.run([sys.executable, str(ROOT / "ci" / "run_notebooks.py"), "--params", str(params),
                            "--out", str(tmp_path / "out"), str(ROOT / "notebooks" / "03_zoom_in.ipynb")],
                           capture_output=True, text=True, env=env, timeout=600)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "without encryption" not in output
+    assert "without encryption" in (tmp_path / "out" / "kernels.log").read_text(), "the kernel's chatter went here"
     assert "03_zoom_in.ipynb done in" in output and "Report: " in output
     executed = summarize(tmp_path / "out" / "03_zoom_in.ipynb")
     assert executed.error is None and len(executed.verdict) >= 5

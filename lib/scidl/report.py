@@ -59,11 +59,14 @@ def summarize(path: Path | str) -> NotebookSummary:
             elif cell.source.lstrip().startswith("#"):
                 in_verdict = False  # a later section
             continue
+        expected = "raises-exception" in cell.metadata.get("tags", [])  # nbval's tag for a wanted error
         for out in cell.get("outputs", []):
-            if out.output_type == "error" and error is None:
+            if out.output_type == "error" and error is None and not expected:
                 error = f"{out.ename}: {out.evalue}"
             if in_verdict and out.output_type == "stream" and out.name == "stdout":
                 verdict += [(m.group(1), m.group(2)) for m in map(VERDICT_LINE.match, out.text.splitlines()) if m]
+    if error is None and nb.metadata.get("papermill", {}).get("exception"):
+        error = "papermill recorded an exception (the kernel died or the run was stopped)"
     seconds = nb.metadata.get("papermill", {}).get("duration")
     return NotebookSummary(path.stem, title, " ".join(question.group(1).split()) if question else "",
                            verdict, float(seconds) if seconds is not None else None, error)
