@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from scidl.config import make_config
+from scidl.train import configure_torch
 from scidl.models import make_model
 from scidl.tasks import make_dataset
 
@@ -52,8 +53,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--p", type=int, default=113)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True)
+    configure_torch(args.threads)  # both steps run under the same settings
     cfg = make_config(p=args.p)
     x, y = make_dataset(cfg.task).train
     model = make_model(cfg.model, cfg.task)

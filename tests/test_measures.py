@@ -10,7 +10,7 @@ import torch
 import reference_nanda as ref
 from scidl import circuits, fourier
 from scidl.config import make_config
-from scidl.measures import (Context, MeasureError, detect_phases, excluded_loss, gini, gini_W_E, gini_W_L,
+from scidl.measures import (MEASURES, Context, MeasureError, detect_phases, excluded_loss, gini, gini_W_E, gini_W_L,
                             key_logit_components, lead_null, measure_leads, move_step, progress_measures,
                             restricted_loss, sum_squared_weights)
 from scidl.tasks import make_dataset
@@ -150,6 +150,12 @@ def test_progress_measures_one_row_per_checkpoint(tiny_config, store):
             "sum_squared_weights"} <= set(pm.columns)
     final = run.metrics.iloc[-1]
     assert pm.train_loss.iloc[-1] == pytest.approx(final.train_loss, rel=1e-5)
+    # the shared grid forward changes no value: each measure alone, on its own forward, agrees
+    ctx = Context(make_dataset(tiny_config.task), (1, 2), tiny_config.task.op)
+    for row in pm.itertuples():
+        model = run.load_model(row.step)
+        for name, fn in MEASURES.items():
+            assert getattr(row, name) == pytest.approx(fn(model, ctx), rel=1e-12, abs=1e-12), (row.step, name)
     with pytest.raises(MeasureError, match="measures"):
         progress_measures(run, [1], measures=("nope",), progress=False)
 
