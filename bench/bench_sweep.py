@@ -37,7 +37,7 @@ def bench(size: str, steps: int) -> None:
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as d:
         seq = timed(lambda: [train(c, RunStore(f"{d}/seq"), progress=False) for c in configs])
-        bat = timed(lambda: train_ensemble(configs, RunStore(f"{d}/batched")))
+        bat = timed(lambda: train_ensemble(configs, RunStore(f"{d}/batched"), progress=False))
         proc = timed(lambda: run_sweep(configs, RunStore(f"{d}/proc"), executor="processes", workers=2,
                                        batch=False, progress=False))
     picked = "batched" if len(plan(configs)[0]) > 1 else "one run per task"
