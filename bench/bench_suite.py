@@ -25,6 +25,9 @@ def main() -> int:
                     help="flag notebooks slower than this many seconds (default 240, the quick defaults' "
                          "budget; 0: no budget, e.g. for a --paper run)")
     args = ap.parse_args()
+    if not args.folder.is_dir():
+        sys.exit(f"folder={str(args.folder)!r} is not allowed: it does not exist (give the OUT folder of "
+                 f"`bash ci/main.sh OUT`, or notebooks/)")
     notebooks = sorted(args.folder.glob("[0-9]*.ipynb"))
     if not notebooks:
         sys.exit(f"folder={str(args.folder)!r} is not allowed: it holds no executed NN_*.ipynb notebooks")

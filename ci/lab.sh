@@ -21,6 +21,13 @@ print("[lab] run store: " + str(default_root()) + "\n[lab] ledger:    " + str(de
 PY
 echo "[lab] kernel:    $(python -c 'import sys; print(sys.executable)') (kernelspec python3, 'Python 3 (scidl)')"
 echo "[lab] open http://127.0.0.1:$PORT/lab?token=$TOKEN   (Ctrl-C stops the server)"
+# offline machine: no "get notified about Jupyter news?" prompt (JupyterLab's admin-level overrides)
+SETTINGS="$VIRTUAL_ENV/share/jupyter/lab/settings"
+if [ ! -f "$SETTINGS/overrides.json" ]; then
+    mkdir -p "$SETTINGS"
+    echo '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' \
+        > "$SETTINGS/overrides.json"
+fi
 LAB_DIR="$(realpath "${SCIDL_LAB_DIR:-$ROOT/notebooks}")"
 cd "$LAB_DIR"
 exec python -m jupyterlab --no-browser --ip=127.0.0.1 --port="$PORT" --port-retries=0 \

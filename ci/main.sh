@@ -17,9 +17,9 @@ for arg in "$@"; do
     case "$arg" in
         --paper) SCALE=(--paper) ;;
         -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        -*) echo "ci/main.sh: option $arg is not allowed: only --paper (and an output folder)" >&2; exit 2 ;;
+        -*) echo "ci/main.sh: option $arg is not allowed: only --paper (and an output folder); see --help" >&2; exit 2 ;;
         *) if [ -n "$OUT_ARG" ]; then
-               echo "ci/main.sh: a second output folder $arg is not allowed (first: $OUT_ARG)" >&2; exit 2
+               echo "ci/main.sh: a second output folder $arg is not allowed (first: $OUT_ARG); see --help" >&2; exit 2
            fi
            OUT_ARG="$arg" ;;
     esac
@@ -31,7 +31,7 @@ MARK="quick"
 if [ ${#SCALE[@]} -gt 0 ]; then MARK="paper"; fi
 if [ -f "$OUT_ARG/.scale" ] && [ "$(cat "$OUT_ARG/.scale")" != "$MARK" ]; then
     echo "ci/main.sh: OUT_DIR=$OUT_ARG is not allowed: it holds a $(cat "$OUT_ARG/.scale")-scale run and" \
-         "this is a $MARK-scale one; give another folder" >&2
+         "this is a $MARK-scale one; give another folder (see --help)" >&2
     exit 2
 fi
 source "$ROOT/ci/setup_env.sh"

@@ -53,6 +53,25 @@ def kernel_stderr_to(path: Path):
             os.close(saved)
 
 
+KERNELSPEC = {"display_name": "Python 3 (scidl)", "language": "python", "name": "python3"}  # ci/setup_env.sh
+
+
+def prepared(notebook: Path) -> nbformat.NotebookNode:
+    """Return `notebook` ready to execute: the project's kernelspec (as JupyterLab would write it)
+    and no widget state left over from an earlier execution (nbclient stores this run's)."""
+    nb = nbformat.read(notebook, as_version=4)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def end_with_newline(path: Path) -> None:
+    """End the file with a newline, as JupyterLab saves notebooks: opening one changes no byte."""
+    text = path.read_text(encoding="utf-8")
+    if not text.endswith("\n"):
+        path.write_text(text + "\n", encoding="utf-8")
+
+
 def read_yaml(path: Path):
     """Return the YAML in `path`, or exit with a message naming the file and the line at fault."""
     try:
@@ -100,7 +119,7 @@ def main() -> int:
         try:
             with kernel_stderr_to(out / "kernels.log") as terminal:
                 bar = {"file": terminal, "desc": nb.stem, "leave": False} if show_bar else False
-                pm.execute_notebook(str(nb), str(target), parameters=overrides.get(nb.stem, {}),
+                pm.execute_notebook(prepared(nb), str(target), parameters=overrides.get(nb.stem, {}),
                                     cwd=str(nb.parent), progress_bar=bar, kernel_name="python3")
         except Exception as err:  # a cell's error, a dead kernel, ...: report it and go on
             failed.append(nb.name)
@@ -113,8 +132,11 @@ def main() -> int:
             print(f"[{i}/{len(notebooks)}] {nb.name} done in {time.perf_counter() - start:.0f}s, "
                   f"{n_fig} figures", flush=True)
         if target.exists():
+            end_with_newline(target)
             executed.append(target)
-    report = write_report(executed, out) if executed else None
+    scale = "paper-scale parameters" if args.paper else f"parameters from {args.params}" if args.params \
+        else "quick-scale defaults"
+    report = write_report(executed, out, title=f"scidl notebooks ({scale})") if executed else None
     print(f"Report: {report}\nExecuted notebooks: {out}\nFigures: {out / 'figures'}\n"
           f"Kernel logs: {out / 'kernels.log'}")
     if failed:

@@ -136,6 +136,9 @@ CELL_ERRORS = """() => { const m = window.jupyterapp.shell.currentWidget.content
     for (let j = 0; j < c.outputs.length; j++) { const o = c.outputs.get(j).toJSON();
       if (o.output_type === 'error') errs.push(`cell ${i}: ${o.ename}: ${o.evalue}`); } }
   return errs; }"""
+SAVE_CURRENT = """async () => { const w = window.jupyterapp.shell.currentWidget; await w.context.ready;
+  const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('save timed out')), 60000));
+  await Promise.race([w.context.save(), timeout]); return w.context.path; }"""
 EXPLORER_IMG = ".jupyter-widgets-output-area img, .widget-output img"
 
 
@@ -194,7 +197,29 @@ def test_lab_command_runs_the_explorer_notebook_and_the_slider_redraws(tmp_path)
         explorer.screenshot(path=str(SHOTS / "explorer_first_checkpoint.png"))
         assert image.screenshot() != figure_before, "moving the slider changed the rendered figure"
         assert page.evaluate(CELL_ERRORS) == []
+        assert page.get_by_text("Jupyter news").count() == 0, "an offline lab asks nothing about news"
         page.screenshot(path=str(SHOTS / "lab_notebook_03.png"))
+
+
+def test_opening_and_saving_a_committed_notebook_in_lab_changes_no_byte(tmp_path):
+    """JupyterLab rewrites what it would store differently (kernelspec, widget state, final newline):
+    the committed notebooks must already be as Lab saves them, or opening one dirties the checkout."""
+    work = tmp_path / "lab"
+    work.mkdir()
+    for nb in NOTEBOOKS:
+        shutil.copy(nb, work / nb.name)
+    with lab_server(work, {"SCIDL_STORE": str(tmp_path / "runs")}) as (base, token, _), browser_page() as page:
+        for nb in NOTEBOOKS:
+            saved = work / nb.name
+            before = saved.stat().st_mtime_ns
+            page.goto(f"{base}/lab/tree/{nb.name}?token={token}")
+            page.wait_for_function("(name) => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+                                   " return !!w && !!w.context && w.context.path === name; }",
+                                   arg=nb.name, timeout=120_000, polling=250)
+            page.wait_for_function(KERNEL_IDLE, timeout=120_000, polling=500)
+            path = page.evaluate(SAVE_CURRENT)
+            assert path == nb.name and saved.stat().st_mtime_ns != before, f"{nb.name}: JupyterLab did not save it"
+            assert saved.read_bytes() == nb.read_bytes(), f"{nb.name}: JupyterLab's save changed the committed file"
 
 
 def _verdict_lines(nb_path: Path) -> list[str]:

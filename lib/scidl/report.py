@@ -13,6 +13,7 @@ import html
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
@@ -125,6 +126,7 @@ def index_html(summaries: list[NotebookSummary], title: str = "scidl notebooks")
             f"<td>{_inline_markdown(s.question)}</td><td>{verdict}</td>"
             f'<td class="time">{_format_seconds(s.seconds)}</td></tr>')
     n_failed = sum(bool(s.error) for s in summaries)
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     status = f"{len(summaries)} notebooks, {n_failed} failed" if n_failed else f"{len(summaries)} notebooks"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
@@ -139,7 +141,7 @@ pre.verdict {{ margin: 0; font-size: .85em; white-space: pre-wrap; }}
 .failed {{ color: #b00; font-weight: bold; }}
 </style></head><body>
 <h1>{esc(title)}</h1>
-<p>{status}, total run time {_format_seconds(total)}. Each verdict is printed by the run of its notebook;
+<p>{status}, total run time {_format_seconds(total)}, generated {generated}. Each verdict is printed by the run of its notebook;
 click a name for the executed notebook with its figures.</p>
 <table><thead><tr><th>notebook</th><th>question</th><th>verdict</th><th>time</th></tr></thead>
 <tbody>
