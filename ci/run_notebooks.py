@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nbformat
 import papermill as pm
+from jupyter_client.kernelspec import KernelSpecManager
 import yaml
 
 from scidl.progressbar import progress_enabled
@@ -53,14 +54,13 @@ def kernel_stderr_to(path: Path):
             os.close(saved)
 
 
-KERNELSPEC = {"display_name": "Python 3 (scidl)", "language": "python", "name": "python3"}  # ci/setup_env.sh
-
-
 def prepared(notebook: Path) -> nbformat.NotebookNode:
-    """Return `notebook` ready to execute: the project's kernelspec (as JupyterLab would write it)
-    and no widget state left over from an earlier execution (nbclient stores this run's)."""
+    """Return `notebook` ready to execute: the kernelspec of the python3 kernel it runs on (the
+    project's, installed by ci/setup_env.sh), as JupyterLab would write it, and no widget state left
+    over from an earlier execution (nbclient stores this run's)."""
+    spec = KernelSpecManager().get_kernel_spec("python3")
     nb = nbformat.read(notebook, as_version=4)
-    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata["kernelspec"] = {"display_name": spec.display_name, "language": spec.language, "name": "python3"}
     nb.metadata.pop("widgets", None)
     return nb
 

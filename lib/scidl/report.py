@@ -10,7 +10,6 @@ failed shows the error papermill recorded instead of a verdict. Both pages work 
 from __future__ import annotations
 
 import html
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,6 +18,7 @@ from pathlib import Path
 import nbformat
 
 from scidl.errors import ScidlError, not_allowed
+from scidl.store import atomic_write_bytes
 
 VERDICT_HEADING = re.compile(r"^\s*#+\s*Verdict\b", re.IGNORECASE)
 VERDICT_LINE = re.compile(r"^([A-Za-z_][\w.]*)\s=\s(.*\S)\s*$")
@@ -66,9 +66,10 @@ def summarize(path: Path | str) -> NotebookSummary:
                 error = f"{out.ename}: {out.evalue}"
             if in_verdict and out.output_type == "stream" and out.name == "stdout":
                 verdict += [(m.group(1), m.group(2)) for m in map(VERDICT_LINE.match, out.text.splitlines()) if m]
-    if error is None and nb.metadata.get("papermill", {}).get("exception"):
+    papermill = nb.metadata.get("papermill", {})
+    if error is None and papermill.get("exception"):
         error = "papermill recorded an exception (the kernel died or the run was stopped)"
-    seconds = nb.metadata.get("papermill", {}).get("duration")
+    seconds = papermill.get("duration")
     return NotebookSummary(path.stem, title, " ".join(question.group(1).split()) if question else "",
                            verdict, float(seconds) if seconds is not None else None, error)
 
@@ -151,7 +152,5 @@ click a name for the executed notebook with its figures.</p>
 
 
 def _write_atomic(target: Path, text: str) -> Path:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write_bytes(target, text.encode("utf-8"))
     return target
