@@ -1,7 +1,12 @@
-"""Time one full-batch training step: scidl's last-position step vs a plain full-forward reference.
+"""Time one full-batch training step: scidl's step vs a plain full-forward reference, and the
+matmul-bound limit, all measured in this run on this machine.
 
 Usage: python bench/bench_step.py [--threads 2] [--steps 30] [--p 113]
-Prints milliseconds per step for both and the speed-up ratio (reference / ours), same threads.
+Prints `reference_ms` (the plain all-positions step, float64 loss, torch's AdamW), `scidl_ms` (what
+`scidl.train` runs: `scidl.step.last_position_loss`), `step_speedup` (reference / scidl) and
+`limit_ms`, the time of just the matrix products an exact last-position step needs (same shapes,
+same threads), with `scidl_over_limit`. Both steps run under `configure_torch` and are first
+checked to compute the same loss and gradients.
 """
 from __future__ import annotations
 
@@ -13,9 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from scidl.config import make_config
-from scidl.train import configure_torch
 from scidl.models import make_model
+from scidl.step import last_position_loss
 from scidl.tasks import make_dataset
+from scidl.train import configure_torch, cross_entropy
 
 
 def reference_logits(model, tokens: torch.Tensor) -> torch.Tensor:
@@ -34,16 +40,35 @@ def reference_logits(model, tokens: torch.Tensor) -> torch.Tensor:
     return (x @ model.W_U)[:, -1]
 
 
-def time_steps(model, logits_fn, x, y, steps: int) -> float:
+def time_steps(model, loss_fn, steps: int) -> float:
     """Return mean seconds per AdamW step (after 5 warm-up steps)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98))
     for i in range(steps + 5):
         if i == 5:
             start = time.perf_counter()
-        loss = F.cross_entropy(logits_fn(x), y)
+        loss = loss_fn()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    return (time.perf_counter() - start) / steps
+
+
+def matmul_limit(n: int, d: int, d_mlp: int, p: int, steps: int) -> float:
+    """Return seconds for the matrix products of one exact last-position step on n pairs: forward
+    z@W_O, x@W_in, post@W_out, r@W_U; backward the two products of each (weights and inputs)."""
+    g = torch.Generator().manual_seed(0)
+    x, post, out = torch.randn(n, d, generator=g), torch.randn(n, d_mlp, generator=g), torch.randn(n, p, generator=g)
+    W_O, W_in, W_out, W_U = (torch.randn(*s, generator=g) for s in ((d, d), (d, d_mlp), (d_mlp, d), (d, p)))
+
+    def products() -> None:
+        x @ W_O, x @ W_in, post @ W_out, x @ W_U  # forward
+        x.T @ out, out @ W_U.T, post.T @ x, x @ W_out.T, x.T @ post, post @ W_in.T, x.T @ x, x @ W_O.T
+
+    for _ in range(3):
+        products()
+    start = time.perf_counter()
+    for _ in range(steps):
+        products()
     return (time.perf_counter() - start) / steps
 
 
@@ -56,17 +81,25 @@ def main() -> None:
     configure_torch(args.threads)  # both steps run under the same settings
     cfg = make_config(p=args.p)
     x, y = make_dataset(cfg.task).train
-    model = make_model(cfg.model, cfg.task)
-    with torch.no_grad():
-        err = (model.last_logits(x) - reference_logits(model, x)).abs().max().item()
-    assert err < 1e-4, f"fast path disagrees with the reference by {err}"
-    model_ref = make_model(cfg.model, cfg.task)
-    ref = time_steps(model_ref, lambda t: reference_logits(model_ref, t), x, y, args.steps)
-    ours = time_steps(model, model.last_logits, x, y, args.steps)
-    print(f"p={args.p} train pairs={len(x)} threads={args.threads} steps={args.steps}")
-    print(f"reference (full forward): {ref * 1e3:.1f} ms/step")
-    print(f"scidl (last position):    {ours * 1e3:.1f} ms/step")
-    print(f"speedup = {ref / ours:.2f}x")
+    model, model_ref = make_model(cfg.model, cfg.task), make_model(cfg.model, cfg.task)
+    ours_fn = lambda: last_position_loss(model, x, y)
+    ref_fn = lambda: cross_entropy(reference_logits(model_ref, x), y)
+    ours_fn().backward()
+    ref_fn().backward()
+    for (name, a), b in zip(model.named_parameters(), model_ref.parameters()):
+        err = float((a.grad - b.grad).abs().max() / b.grad.abs().max())
+        assert err < 1e-4, f"scidl's step disagrees with the reference on d loss / d {name} by {err:.2g}"
+    ref = time_steps(model_ref, ref_fn, args.steps)
+    ours = time_steps(model, ours_fn, args.steps)
+    m = cfg.model
+    limit = matmul_limit(len(x), m.d_model, m.d_mlp, args.p, args.steps)
+    print(f"p={args.p} train pairs={len(x)} threads={args.threads} steps={args.steps} "
+          f"(same loss and gradients checked first)")
+    print(f"reference_ms = {ref * 1e3:.1f}  # plain all-positions step")
+    print(f"scidl_ms = {ours * 1e3:.1f}")
+    print(f"step_speedup = {ref / ours:.2f}")
+    print(f"limit_ms = {limit * 1e3:.1f}  # only the matrix products, measured now")
+    print(f"scidl_over_limit = {ours / limit:.2f}")
 
 
 if __name__ == "__main__":

@@ -65,8 +65,14 @@ def prepared(notebook: Path) -> nbformat.NotebookNode:
     return nb
 
 
-def end_with_newline(path: Path) -> None:
-    """End the file with a newline, as JupyterLab saves notebooks: opening one changes no byte."""
+def finish(path: Path, source: Path) -> None:
+    """Record `source` as papermill's input path (given a notebook object, papermill stores the whole
+    input notebook there, old outputs included) and end the file with a newline, as JupyterLab saves
+    notebooks: opening one changes no byte."""
+    nb = nbformat.read(path, as_version=4)
+    if not isinstance(nb.metadata.get("papermill", {}).get("input_path", ""), str):
+        nb.metadata.papermill.input_path = str(source)
+        nbformat.write(nb, path)
     text = path.read_text(encoding="utf-8")
     if not text.endswith("\n"):
         path.write_text(text + "\n", encoding="utf-8")
@@ -132,7 +138,7 @@ def main() -> int:
             print(f"[{i}/{len(notebooks)}] {nb.name} done in {time.perf_counter() - start:.0f}s, "
                   f"{n_fig} figures", flush=True)
         if target.exists():
-            end_with_newline(target)
+            finish(target, nb)
             executed.append(target)
     scale = "paper-scale parameters" if args.paper else f"parameters from {args.params}" if args.params \
         else "quick-scale defaults"

@@ -8,7 +8,7 @@ from scidl.store import RunStore
 @pytest.fixture(autouse=True)
 def _torch_setup():
     torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True)  # NaN-fills new tensors: a read of unwritten memory shows
 
 
 @pytest.fixture

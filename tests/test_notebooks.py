@@ -40,6 +40,12 @@ def test_every_notebook_has_small_parameters():
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_records_its_input_path_not_a_copy_of_itself(nb):
+    papermill = nbformat.read(nb, as_version=4).metadata.papermill
+    assert isinstance(papermill.input_path, str) and papermill.input_path.endswith(nb.name)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_has_one_commented_parameters_cell(nb):
     cells = nbformat.read(nb, as_version=4).cells
     tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]

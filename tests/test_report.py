@@ -105,7 +105,9 @@ def test_main_job_writes_the_report_and_keeps_kernel_chatter_out(tmp_path):
     assert f"(parameters from {params})" in page and "generated" in page
     text = (tmp_path / "out" / "03_zoom_in.ipynb").read_text()
     assert text.endswith("}\n"), "saved as JupyterLab saves it: opening it changes no byte"
-    assert nbformat.reads(text, as_version=4).metadata.kernelspec.display_name == "Python 3 (scidl)"
+    meta = nbformat.reads(text, as_version=4).metadata
+    assert meta.kernelspec.display_name == "Python 3 (scidl)"
+    assert meta.papermill.input_path == str(ROOT / "notebooks" / "03_zoom_in.ipynb"), "a path, not a copy"
     cells = nbformat.read(tmp_path / "out" / "03_zoom_in.ipynb", as_version=4).cells
     bars = [o for c in cells for o in c.get("outputs", []) if "it/s" in str(o)]
     assert bars == [], "the main job's kernels draw no progress bars into the notebooks"

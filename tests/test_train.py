@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from scidl.phenomena import grokking_summary, is_grokking
-from scidl.train import TrainingDiverged, evaluate, train
+from scidl.train import TrainingDiverged, configure_torch, evaluate, train
 from scidl.tasks import make_dataset
 
 
@@ -138,3 +138,16 @@ def test_configure_torch_lets_steps_reuse_memory_instead_of_faulting_in_fresh_pa
     faults = {how: float(subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True,
                                         check=True).stdout) for how in ("configured", "plain")}
     assert faults["configured"] * 3 < faults["plain"], faults
+
+
+def test_configure_torch_stops_nan_filling_new_tensors_but_stays_deterministic():
+    before = torch.utils.deterministic.fill_uninitialized_memory
+    try:
+        torch.utils.deterministic.fill_uninitialized_memory = True
+        assert torch.empty(4).isnan().all()  # deterministic mode's debugging fill, ~10 ms per p=113 step
+        configure_torch(1)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.utils.deterministic.fill_uninitialized_memory
+    finally:
+        torch.utils.deterministic.fill_uninitialized_memory = before
+        torch.set_num_threads(1)

@@ -24,7 +24,7 @@ from scidl.ensemble import can_batch, train_ensemble
 from scidl.progressbar import bar as progress_bar
 from scidl.phenomena import classify_phase, grokking_summary
 from scidl.store import RunStore, as_store
-from scidl.train import train
+from scidl.train import configure_torch, train
 
 EXECUTORS = ("auto", "inprocess", "processes", "dask")
 # Batch only small MLPs: measured by bench/bench_sweep.py, stacked weights win for p*d_mlp around
@@ -73,8 +73,7 @@ class SweepConfig:
 
 
 def _init_worker() -> None:
-    torch.set_num_threads(1)  # under contention one thread per process wins
-    torch.use_deterministic_algorithms(True)
+    configure_torch(1)  # under contention one thread per process wins
 
 
 def _die_with(parent: int) -> None:
