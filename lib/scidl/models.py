@@ -158,6 +158,19 @@ class Transformer(HookedModel):
             x = block(x)
         return x @ self.W_U
 
+    def lookup_tables(self) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
+        """Return what the last-position rewrite needs (one layer, '=' last): the '=' residual x_eq
+        (d_model,), its query q (head, d_head), k_q (d_model, head) such that attention scores are
+        resid @ k_q, W_V flattened to (d_model, head*d_head), and the residuals of operand tokens at
+        positions 0 and 1, [(p, d_model)] * 2."""
+        attn = self.blocks[0].attn
+        x_eq = self.W_E[self.p] + self.W_pos[2]  # (d_model,) the '=' residual, same for all rows
+        q = einsum(x_eq, attn.W_Q, "d, h d e -> h e") / math.sqrt(attn.W_Q.shape[-1])
+        k_q = einsum(attn.W_K, q, "h d e, h e -> d h")  # scores are resid @ k_q
+        W_V = einsum(attn.W_V, "h d e -> d h e").flatten(1)  # (d_model, head*d_head)
+        tables = [self.W_E[: self.p] + self.W_pos[j] for j in range(2)]  # (p, d_model)
+        return x_eq, q, k_q, W_V, tables
+
     def last_logits(self, tokens: Int[Tensor, "batch 3"]) -> Float[Tensor, "batch p"]:
         """Return logits at the last position only, exactly as forward(tokens)[:, -1] but faster.
 
@@ -170,11 +183,7 @@ class Transformer(HookedModel):
                 or self.hooks_attached():
             return self(tokens)[:, -1]  # the tables assume one layer, '=' last and no hooks
         attn, mlp = self.blocks[0].attn, self.blocks[0].mlp
-        x_eq = self.W_E[self.p] + self.W_pos[2]  # (d_model,) the '=' residual, same for all rows
-        q = einsum(x_eq, attn.W_Q, "d, h d e -> h e") / math.sqrt(attn.W_Q.shape[-1])
-        k_q = einsum(attn.W_K, q, "h d e, h e -> d h")  # scores are resid @ k_q
-        W_V = einsum(attn.W_V, "h d e -> d h e").flatten(1)  # (d_model, head*d_head)
-        tables = [self.W_E[: self.p] + self.W_pos[j] for j in range(2)]  # (p, d_model)
+        x_eq, q, k_q, W_V, tables = self.lookup_tables()
         score = [F.embedding(tokens[:, j], t @ k_q) for j, t in enumerate(tables)]  # (batch, head)
         value = [F.embedding(tokens[:, j], t @ W_V) for j, t in enumerate(tables)]  # (batch, h*e)
         scores = torch.stack(score + [(x_eq @ k_q).expand_as(score[0])], dim=-1)  # (batch, head, 3)

@@ -17,10 +17,7 @@ floating-point sums differs from autograd's, so results agree to rounding, not b
 """
 from __future__ import annotations
 
-import math
-
 import torch
-from einops import einsum
 from torch import Tensor
 
 
@@ -88,11 +85,7 @@ def last_position_loss(model, tokens: Tensor, labels: Tensor, loss_dtype: str = 
     if not _fast_path_applies(model, tokens):
         return cross_entropy(model.last_logits(tokens), labels, loss_dtype)
     attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
-    x_eq = model.W_E[model.p] + model.W_pos[2]  # the '=' residual, the same for every pair
-    q = einsum(x_eq, attn.W_Q, "d, h d e -> h e") / math.sqrt(attn.W_Q.shape[-1])
-    k_q = einsum(attn.W_K, q, "h d e, h e -> d h")  # attention scores are resid @ k_q
-    W_V = einsum(attn.W_V, "h d e -> d h e").flatten(1)  # (d_model, head * d_head)
-    tables = [model.W_E[: model.p] + model.W_pos[j] for j in range(2)]  # (p, d_model)
+    x_eq, _, k_q, W_V, tables = model.lookup_tables()  # the '=' residual and per-token tables
     return _PerPairLoss.apply(tokens[:, 0], tokens[:, 1], labels, tables[0] @ k_q, tables[1] @ k_q,
                               x_eq @ k_q, tables[0] @ W_V, tables[1] @ W_V, x_eq @ W_V, x_eq,
                               attn.W_O.flatten(0, 1), mlp.W_in, mlp.b_in, mlp.W_out, mlp.b_out, model.W_U,
