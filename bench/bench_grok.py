@@ -17,9 +17,9 @@ import argparse
 import tempfile
 
 import scidl
-from scidl.models import make_model
+from scidl.registry import make_model
 from scidl.store import RunStore
-from scidl.tasks import make_dataset
+from scidl.phenomena.grokking.task import make_dataset
 from scidl.train import cross_entropy
 
 from bench_step import reference_logits, time_steps

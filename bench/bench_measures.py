@@ -15,9 +15,9 @@ import tempfile
 import time
 
 import scidl
-from scidl.measures import MEASURES, Context, progress_measures
+from scidl.phenomena.grokking.measures import MEASURES, Context, progress_measures
 from scidl.store import RunStore
-from scidl.tasks import make_dataset
+from scidl.phenomena.grokking.task import make_dataset
 
 KEY_FREQS = [1, 6, 21, 29, 33]  # notebook 01's run; any non-empty set costs the same
 

@@ -3,7 +3,7 @@ matmul-bound limit, all measured in this run on this machine.
 
 Usage: python bench/bench_step.py [--threads 2] [--steps 30] [--p 113]
 Prints `reference_ms` (the plain all-positions step, float64 loss, torch's AdamW), `scidl_ms` (what
-`scidl.train` runs: `scidl.step.last_position_loss`), `step_speedup` (reference / scidl) and
+`scidl.train` runs: `scidl.phenomena.grokking.step.last_position_loss`), `step_speedup` (reference / scidl) and
 `limit_ms`, the time of just the matrix products an exact last-position step needs (same shapes,
 same threads), with `scidl_over_limit`. Both steps run under `configure_torch` and are first
 checked to compute the same loss and gradients.
@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from scidl.config import make_config
-from scidl.models import make_model
-from scidl.step import last_position_loss
-from scidl.tasks import make_dataset
+from scidl.registry import make_model
+from scidl.phenomena.grokking.step import last_position_loss
+from scidl.phenomena.grokking.task import make_dataset
 from scidl.train import configure_torch, cross_entropy
 
 

@@ -9,18 +9,20 @@ import pytest
 import torch
 
 import scidl
-from scidl import circuits, fourier, interventions as iv
+from scidl import interventions as iv
+from scidl.phenomena.grokking import zoom
+from scidl.phenomena.grokking import circuits, fourier, zoom
 from scidl.config import RunConfig, make_config
 from scidl.ensemble import train_ensemble
 from scidl.errors import ScidlError
 from scidl.explorer import CheckpointExplorer
 from scidl.hypotheses import Control, Hypothesis, Ledger, proportion_ci
-from scidl.measures import Context, gini, progress_measures, restricted_loss
+from scidl.phenomena.grokking.measures import Context, gini, progress_measures, restricted_loss
 from scidl.notebook import check_parameters
-from scidl.phenomena import max_spike_ratio
+from scidl.phenomena.grokking.definition import max_spike_ratio
 from scidl.store import RunStore
 from scidl.sweep import SweepConfig, run_sweep
-from scidl.tasks import make_dataset
+from scidl.phenomena.grokking.task import make_dataset
 from scidl.train import configure_torch, train
 
 TINY = dict(p=23, d_model=32, n_heads=4, d_mlp=64, steps=60, eval_every=10, checkpoint_every=20, lr=3e-3)
@@ -158,9 +160,9 @@ CASES = [
                                                                  ["hook_embed"], _metric)),
     ("metric with clean=", lambda w: iv.activation_patching(w["model"], w["tokens"][:8], w["tokens"][:8],
                                                             ["hook_embed"], _metric)),
-    ("freqs=[999]", lambda w: iv.ablate_freqs(w["model"], w["tokens"], w["labels"], [999])),
-    ("n=20", lambda w: iv.random_freqs(23, [1], 20)),
-    ("key_freqs=[0]", lambda w: iv.energy_normalized_ablations(w["model"], w["tokens"], w["labels"], [0])),
+    ("freqs=[999]", lambda w: zoom.ablate_freqs(w["model"], w["tokens"], w["labels"], [999])),
+    ("n=20", lambda w: zoom.random_freqs(23, [1], 20)),
+    ("key_freqs=[0]", lambda w: zoom.energy_normalized_ablations(w["model"], w["tokens"], w["labels"], [0])),
     ("hook_nope", lambda w: w["model"].run_with_cache(w["tokens"], names_filter=["hook_nope"])),
     ("hook_nope", lambda w: w["model"].run_with_hooks(w["tokens"], fwd_hooks=[("hook_nope", lambda a, h: a)])),
     # ---- measures and views
@@ -194,13 +196,13 @@ CASES = [
     ("interval.level=1.5", lambda w: proportion_ci(2, 3, level=1.5)),
     ("mean_ci.values[]=nan", lambda w: __import__("scidl.hypotheses").hypotheses.mean_ci([1.0, math.nan])),
     ("Ledger.path", lambda w: Ledger(w["root"])),
-    ("seed=1.5", lambda w: iv.random_freqs(23, [1], 2, seed=1.5)),
+    ("seed=1.5", lambda w: zoom.random_freqs(23, [1], 2, seed=1.5)),
     ("metric=None", lambda w: iv.activation_patching(w["model"], w["tokens"][:8], w["tokens"][8:16],
                                                      ["hook_embed"], None)),
-    ("pos=99", lambda w: iv.patching_components(w["model"], pos=99)),
-    ("p=24", lambda w: iv.random_freqs(24, [1], 2)),
+    ("pos=99", lambda w: zoom.patching_components(w["model"], pos=99)),
+    ("p=24", lambda w: zoom.random_freqs(24, [1], 2)),
     ("Context.data='data'", lambda w: Context("data", (1,), "add")),
-    ("pm='an empty DataFrame'", lambda w: __import__("scidl.measures").measures.detect_phases(pd.DataFrame())),
+    ("pm='an empty DataFrame'", lambda w: __import__("scidl.phenomena.grokking.measures").phenomena.grokking.measures.detect_phases(pd.DataFrame())),
     ("metrics=", lambda w: scidl.grokking_summary(pd.DataFrame({"step": [0]}))),
     ("freqs=[0]", lambda w: fourier.sum_directions(23, [0])),
     ("tokens=tensor(shape=(32, 3), dtype=torch.float32)", lambda w: w["model"].run_with_cache(w["tokens"].float())),

@@ -3,9 +3,9 @@ import math
 
 import torch
 
-from scidl import circuits
+from scidl.phenomena.grokking import circuits
 from scidl.config import make_config
-from scidl.models import make_model
+from scidl.registry import make_model
 
 
 def _planted_mlp(p: int, plan: dict[int, int]):

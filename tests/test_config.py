@@ -2,7 +2,8 @@ import dataclasses
 
 import pytest
 
-from scidl.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig, make_config
+from scidl.config import ConfigError, ModelConfig, RunConfig, TrainConfig, make_config
+from scidl.phenomena.grokking.task import TaskConfig
 
 
 @pytest.mark.parametrize("kwargs, field, value", [
@@ -17,7 +18,7 @@ def test_task_errors_name_field_value_and_rule(kwargs, field, value):
     with pytest.raises(ConfigError) as err:
         TaskConfig(**kwargs)
     msg = str(err.value)
-    assert f"TaskConfig.{field}={value}" in msg and "allowed" in msg
+    assert f"ModularTask.{field}={value}" in msg and "allowed" in msg
 
 
 def test_error_messages_say_what_is_allowed():
@@ -78,3 +79,13 @@ def test_equal_values_give_one_hash():
     assert make_config(weight_decay=1).hash == make_config(weight_decay=1.0).hash
     assert make_config(p=np.int64(97)).hash == make_config(p=97).hash
     assert make_config(lr=np.float32(0.5)).train.lr == 0.5
+
+
+def test_grokking_hashes_survive_the_move_to_plug_ins():
+    """Runs stored before phenomena were plug-ins (no task kind, no batch_size) keep their names."""
+    assert make_config().hash == "bb445f68fab4"
+    assert make_config(p=97, arch="mlp", lr=3e-3).hash == "a1028bbf69d8"
+    old = make_config(p=97).to_dict()
+    del old["task"]["kind"], old["train"]["batch_size"]
+    assert RunConfig.from_dict(old).hash == make_config(p=97).hash
+    assert make_config(batch_size=64).hash != make_config().hash

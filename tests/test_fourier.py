@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from scidl import fourier
+from scidl.phenomena.grokking import fourier
 
 
 def test_basis_is_orthonormal_and_named():

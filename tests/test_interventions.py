@@ -5,6 +5,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from scidl import interventions as iv
+from scidl.phenomena.grokking import zoom
 
 
 class Toy(HookedRootModule):
@@ -78,9 +79,9 @@ def test_index_lists_select_several_neurons():
 
 
 def test_default_components_run_on_both_architectures():
-    from scidl.circuits import all_tokens
+    from scidl.phenomena.grokking.circuits import all_tokens
     from scidl.config import make_config
-    from scidl.models import make_model
+    from scidl.registry import make_model
     for arch in ("transformer", "mlp"):
         cfg = make_config(p=11, arch=arch, d_mlp=16, d_model=16)
         model = make_model(cfg.model, cfg.task)
@@ -120,7 +121,7 @@ def test_attribution_tracks_activation_patching_on_a_trained_transformer(tmp_pat
 
     from scidl.config import make_config
     from scidl.store import RunStore
-    from scidl.tasks import make_dataset
+    from scidl.phenomena.grokking.task import make_dataset
     from scidl.train import train
     cfg = make_config(p=23, d_model=32, n_heads=4, d_mlp=64, steps=300, lr=3e-3, eval_every=100,
                       checkpoint_every=0, frac_train=0.6)
@@ -142,29 +143,29 @@ def test_attribution_tracks_activation_patching_on_a_trained_transformer(tmp_pat
 
 
 def test_energy_normalized_ablations_cover_all_energy_and_define_the_gap():
-    from scidl.circuits import all_tokens
+    from scidl.phenomena.grokking.circuits import all_tokens
     from scidl.config import make_config
-    from scidl.models import make_model
+    from scidl.registry import make_model
     cfg = make_config(p=23, d_model=32, d_mlp=64)
     model = make_model(cfg.model, cfg.task)
     tokens = all_tokens(23)
     labels = (tokens[:, 0] + tokens[:, 1]) % 23
-    table = iv.energy_normalized_ablations(model, tokens, labels, [2, 5])
+    table = zoom.energy_normalized_ablations(model, tokens, labels, [2, 5])
     assert list(table.kind) == ["key", "key", "non-key"] and table.freqs.iloc[-1] == [1, 3, 4, 6, 7, 8, 9, 10, 11]
     assert table.energy.sum() == pytest.approx(1.0, abs=1e-5)  # every non-constant frequency, once
     assert (table.effect_per_energy == table.effect / table.energy).all()
-    gap = iv.energy_normalized_gap(table)
+    gap = zoom.energy_normalized_gap(table)
     assert gap == pytest.approx(table.effect_per_energy[:2].mean() - table.effect_per_energy.iloc[2])
     with pytest.raises(iv.InterventionError, match="undefined"):
-        iv.energy_normalized_gap(table[table.kind == "non-key"])
+        zoom.energy_normalized_gap(table[table.kind == "non-key"])
 
 
 def test_random_freqs_avoid_the_excluded_ones_and_are_seeded():
-    picks = iv.random_freqs(23, [1, 2, 3], 4, seed=5)
+    picks = zoom.random_freqs(23, [1, 2, 3], 4, seed=5)
     assert len(set(picks)) == 4 and not set(picks) & {1, 2, 3} and set(picks) <= set(range(1, 12))
-    assert picks == iv.random_freqs(23, [1, 2, 3], 4, seed=5) and picks == sorted(picks)
+    assert picks == zoom.random_freqs(23, [1, 2, 3], 4, seed=5) and picks == sorted(picks)
     with pytest.raises(iv.InterventionError, match="n=9"):
-        iv.random_freqs(23, [1, 2, 3], 9)
+        zoom.random_freqs(23, [1, 2, 3], 9)
 
 
 def test_patching_agreement_known_values():
@@ -180,10 +181,10 @@ def test_patching_agreement_known_values():
 
 def test_patching_components_are_upstream_of_a_nonlinearity():
     from scidl.config import make_config
-    from scidl.models import make_model
+    from scidl.registry import make_model
     cfg = make_config(p=11, d_model=16, d_mlp=16)
     model = make_model(cfg.model, cfg.task)
-    comps = iv.patching_components(model, {3: [0, 5], 4: []}, pos=2)
+    comps = zoom.patching_components(model, {3: [0, 5], 4: []}, pos=2)
     assert comps == ["hook_embed@1", *[f"blocks.0.attn.hook_z:{h}@2" for h in range(4)],
                      "blocks.0.hook_attn_out@2", "blocks.0.mlp.hook_pre:0,5@2"]
-    assert len(iv.patching_components(model, {}, pos=2)) == 6 + 8  # 8 neuron groups without clusters
+    assert len(zoom.patching_components(model, {}, pos=2)) == 6 + 8  # 8 neuron groups without clusters

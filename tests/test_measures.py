@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import reference_nanda as ref
-from scidl import circuits, fourier
+from scidl.phenomena.grokking import circuits, fourier
 from scidl.config import make_config
-from scidl.measures import (MEASURES, Context, MeasureError, detect_phases, excluded_loss, gini, gini_W_E, gini_W_L,
+from scidl.phenomena.grokking.measures import (MEASURES, Context, MeasureError, detect_phases, excluded_loss, gini, gini_W_E, gini_W_L,
                             key_logit_components, lead_null, measure_leads, move_step, progress_measures,
                             restricted_loss, sum_squared_weights)
-from scidl.tasks import make_dataset
+from scidl.phenomena.grokking.task import make_dataset
 from scidl.train import cross_entropy, train
 
 
@@ -198,7 +198,7 @@ def test_leads_are_positive_for_early_measures_and_the_null_can_be_negative():
 
 
 def test_accuracy_at_move_is_chance_normalised_and_fails_clearly():
-    from scidl.measures import accuracy_at_move, normalized_accuracy
+    from scidl.phenomena.grokking.measures import accuracy_at_move, normalized_accuracy
     pm = _curves().assign(test_acc=lambda d: np.clip((d.step - 1000) / 800, 0.0, 1.0) * (1 - 1 / 11) + 1 / 11)
     step = move_step(pm, "excluded_loss", 200)
     expected = normalized_accuracy(float(pm.set_index("step").test_acc[step]), 11)

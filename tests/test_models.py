@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from scidl.config import make_config
-from scidl.models import MLP, Transformer, make_model
-from scidl.tasks import make_dataset
+from scidl.phenomena.grokking.model import MLP, Transformer, make_model
+from scidl.phenomena.grokking.task import make_dataset
 
 
 def _model(**kw):

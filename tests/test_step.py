@@ -1,11 +1,11 @@
-"""The fast training loss (scidl.step) is the same function as the plain full forward's loss."""
+"""The fast training loss (scidl.phenomena.grokking.step) is the same function as the plain full forward's loss."""
 import pytest
 import torch
 
 from scidl.config import make_config
-from scidl.models import make_model
-from scidl.step import _PerPairLoss, last_position_loss
-from scidl.tasks import make_dataset
+from scidl.registry import make_model
+from scidl.phenomena.grokking.step import _PerPairLoss, last_position_loss
+from scidl.phenomena.grokking.task import make_dataset
 from scidl.train import cross_entropy
 
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from scidl.config import TaskConfig
-from scidl.tasks import OPERATIONS, make_dataset
+from scidl.phenomena.grokking.task import TaskConfig
+from scidl.phenomena.grokking.task import OPERATIONS, make_dataset
 
 REFERENCE = {
     "add": lambda a, b, p: (a + b) % p,

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scidl.phenomena import grokking_summary, is_grokking
+from scidl.phenomena.grokking.definition import grokking_summary, is_grokking
 from scidl.train import TrainingDiverged, configure_torch, evaluate, train
-from scidl.tasks import make_dataset
+from scidl.phenomena.grokking.task import make_dataset
 
 
 def test_same_seed_gives_bit_identical_metrics(tiny_config, tmp_path):
@@ -87,7 +87,7 @@ def test_loss_dtype_is_a_validated_config_field():
 
 def test_max_spike_ratio_on_known_curves():
     import pandas as pd
-    from scidl.phenomena import max_spike_ratio
+    from scidl.phenomena.grokking.definition import max_spike_ratio
     m = pd.DataFrame({"step": [0, 10, 20, 30, 40], "train_acc": [0, 1, 1, 1, 1],
                       "train_loss": [4.0, 1e-3, 1e-6, 1e-2, 1e-7]})
     assert max_spike_ratio(m) == pytest.approx(1e4)  # 1e-2 after a minimum of 1e-6
@@ -118,8 +118,8 @@ def test_configure_torch_lets_steps_reuse_memory_instead_of_faulting_in_fresh_pa
 
     code = """if True:
         import resource, sys, torch, scidl
-        from scidl.models import make_model
-        from scidl.tasks import make_dataset
+        from scidl.registry import make_model
+        from scidl.phenomena.grokking.task import make_dataset
         from scidl.train import cross_entropy
         if sys.argv[1] == "configured":
             scidl.configure_torch(1)

@@ -5,14 +5,17 @@ pin_mkl_branch()  # before torch's first matmul: the same bits on every AVX-512 
 
 from scidl.errors import ScidlError  # noqa: E402  (imports after pinning MKL's code path)
 from scidl.notebook import check_parameters  # noqa: E402
-from scidl.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig, make_config  # noqa: E402
-from scidl.phenomena import grokking_summary, is_grokking  # noqa: E402
+from scidl.config import ConfigError, ModelConfig, RunConfig, TrainConfig, make_config  # noqa: E402
+from scidl.registry import PHENOMENA, get_phenomenon, make_dataset, make_model  # noqa: E402
 from scidl.store import Run, RunStore  # noqa: E402
-from scidl.tasks import OPERATIONS, make_dataset  # noqa: E402
 from scidl.train import TrainingDiverged, configure_torch, evaluate, train  # noqa: E402
+import scidl.phenomena  # noqa: E402,F401  (registers every phenomenon)
+from scidl.phenomena.grokking.definition import grokking_summary, is_grokking  # noqa: E402
+from scidl.phenomena.grokking.task import OPERATIONS, ModularTask, TaskConfig  # noqa: E402
 
 __all__ = [
-    "ConfigError", "ScidlError", "check_parameters", "ModelConfig", "OPERATIONS", "Run", "RunConfig", "RunStore", "TaskConfig",
-    "TrainConfig", "TrainingDiverged", "configure_torch", "evaluate", "grokking_summary",
-    "is_grokking", "make_config", "make_dataset", "train",
+    "ConfigError", "ScidlError", "check_parameters", "ModelConfig", "ModularTask", "OPERATIONS", "PHENOMENA",
+    "Run", "RunConfig", "RunStore", "TaskConfig", "TrainConfig", "TrainingDiverged", "configure_torch",
+    "evaluate", "get_phenomenon", "grokking_summary", "is_grokking", "make_config", "make_dataset",
+    "make_model", "train",
 ]

@@ -1,4 +1,5 @@
-"""Train K same-shape one-hot MLPs as one batched computation, each with its own lr, weight decay,
+"""Train K same-shape one-hot MLPs (any phenomenon's model with `W_in`, `W_out` and `onehot_rows`)
+as one batched computation, each with its own lr, weight decay,
 init scale, seed and train split; every member is stored as an ordinary run.
 
 One hash, one result: each member sees only its own train pairs (the members' splits have the
@@ -9,6 +10,7 @@ weights with per-member lr/wd, matching torch.optim.AdamW step for step.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pandas as pd
@@ -17,23 +19,30 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from scidl.config import ConfigError, RunConfig
-from scidl.models import ACTS, make_model
+from scidl.models import ACTS
 from scidl.progressbar import bar as progress_bar
+from scidl.registry import PHENOMENA, make_dataset, make_model
 from scidl.store import RunStore, as_store
-from scidl.tasks import make_dataset
 from scidl.train import _now, cross_entropy, summarize_metrics
 
 SHARED = ("arch", "d_mlp", "act", "n_layers")  # model fields that must agree across members
 
 
+def task_key(task) -> tuple:
+    """Return what members' tasks must share to stack: kind, every field but the split's
+    (frac_train, data_seed), and the train-split size."""
+    fields = {k: v for k, v in dataclasses.asdict(task).items() if k not in ("frac_train", "data_seed")}
+    return (task.kind, tuple(sorted(fields.items())), task.n_train)
+
+
 def can_batch(configs: list[RunConfig]) -> bool:
-    """Return whether `configs` can be trained as one ensemble (same MLP shape, task and train-split
-    size, steps)."""
+    """Return whether `configs` can be trained as one ensemble (one-hot MLPs of one shape, full batch,
+    one task up to its split, same train-split size and steps)."""
     if not configs or not all(isinstance(c, RunConfig) for c in configs):
         return False
     first = configs[0]
-    same = lambda c: (c.model.arch == "mlp" and c.task.p == first.task.p and c.task.op == first.task.op
-                      and c.task.n_train == first.task.n_train
+    same = lambda c: (c.model.arch == "mlp" and "mlp" in PHENOMENA[c.task.kind].archs and not c.train.batch_size
+                      and task_key(c.task) == task_key(first.task)
                       and all(getattr(c.model, f) == getattr(first.model, f) for f in SHARED)
                       and c.train.steps == first.train.steps and c.train.eval_every == first.train.eval_every
                       and c.train.warmup_steps == first.train.warmup_steps
@@ -41,11 +50,12 @@ def can_batch(configs: list[RunConfig]) -> bool:
     return all(same(c) for c in configs)
 
 
-def _stack(configs: list[RunConfig]) -> tuple[Tensor, Tensor]:
+def _stack(configs: list[RunConfig]) -> tuple[Tensor, Tensor, torch.nn.Module]:
+    """Return the members' stacked W_in (K, rows, d_mlp) and W_out (K, d_mlp, answers), and the first model."""
     models = [make_model(c.model, c.task, seed=c.train.seed) for c in configs]
-    W_in = torch.stack([m.W_in.detach() for m in models]).requires_grad_(True)  # (K, 2p, d_mlp)
-    W_out = torch.stack([m.W_out.detach() for m in models]).requires_grad_(True)  # (K, d_mlp, p)
-    return W_in, W_out
+    W_in = torch.stack([m.W_in.detach() for m in models]).requires_grad_(True)
+    W_out = torch.stack([m.W_out.detach() for m in models]).requires_grad_(True)
+    return W_in, W_out, models[0]
 
 
 def _per_member(configs: list[RunConfig], attr: str) -> Tensor:
@@ -110,10 +120,11 @@ class _PairSum(torch.autograd.Function):
         return None, table_grad
 
 
-def _member_rows(tokens: Tensor, p: int, K: int) -> Tensor:
-    """Return (K, n, 2) rows of the flattened (K*2p, d_mlp) first layer: member k's a and b rows."""
-    offset = (torch.arange(K) * 2 * p).view(K, 1, 1)
-    return torch.stack([tokens[..., 0], tokens[..., 1] + p], dim=-1) + offset
+def _member_rows(model, tokens: Tensor, K: int) -> Tensor:
+    """Return (K, n, 2) rows of the flattened (K * rows, d_mlp) first layers: member k's own rows of
+    each pair (`model.onehot_rows`), offset by k tables."""
+    offset = (torch.arange(K) * model.W_in.shape[0]).view(K, 1, 1)
+    return model.onehot_rows(tokens) + offset
 
 
 def train_ensemble(configs: list[RunConfig], store: RunStore | None = None, progress: bool = True) -> None:
@@ -125,17 +136,17 @@ def train_ensemble(configs: list[RunConfig], store: RunStore | None = None, prog
         raise ConfigError(f"configs={hashes!r} is not allowed: each config may appear once (one hash, one run)")
     if not can_batch(configs):
         raise ConfigError(f"configs={hashes!r} is not allowed: "
-                          f"ensemble members must be RunConfigs that share an MLP shape, task p/op, "
+                          f"ensemble members must be RunConfigs that share an MLP shape, task (up to its split), "
                           f"train-split size, steps, eval_every and warmup_steps (see ensemble.can_batch)")
     store, start, started_at, K = as_store(store), time.perf_counter(), _now(), len(configs)
-    first, p = configs[0], configs[0].task.p
+    first = configs[0]
     datasets = [make_dataset(c.task) for c in configs]
     tokens, labels = datasets[0].tokens, datasets[0].labels  # every member's pairs, same order
     masks = torch.stack([d.is_train for d in datasets])  # (K, n)
-    x = _member_rows(torch.stack([d.train[0] for d in datasets]), p, K)  # (K, n_train, 2)
+    W_in, W_out, model = _stack(configs)
+    x = _member_rows(model, torch.stack([d.train[0] for d in datasets]), K)  # (K, n_train, 2)
     y = torch.stack([d.train[1] for d in datasets])  # (K, n_train)
-    everything = _member_rows(tokens.expand(K, -1, -1), p, K)  # (K, n, 2) for evaluation
-    W_in, W_out = _stack(configs)
+    everything = _member_rows(model, tokens.expand(K, -1, -1), K)  # (K, n, 2) for evaluation
     opt, act = StackedAdamW([W_in, W_out], configs), ACTS[first.model.act]
 
     def forward(rows: Tensor) -> Tensor:

@@ -1,26 +1,31 @@
-"""An ipywidgets explorer of a run's checkpoints: watch the Fourier circuit form during training."""
+"""An ipywidgets explorer of a run's checkpoints: watch a circuit form during training, through the
+checkpoint view of the run's phenomenon (grokking: the Fourier spectrum and one neuron)."""
 from __future__ import annotations
 
 import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure
 
-from scidl import circuits, fourier, plots
 from scidl.errors import ScidlError, check_int, not_allowed
+from scidl.registry import phenomenon_of
 from scidl.store import Run
 
 
 class CheckpointExplorer:
-    """Checkpoint slider + neuron picker redrawing the embedding spectrum and one neuron's views.
+    """Checkpoint slider + neuron picker redrawing the phenomenon's checkpoint view.
 
     In a live kernel `explorer.widget()` is interactive; `explorer.figure(step, neuron)` renders
-    the same views as a static Figure (what papermill/nbval keep).
+    the same views as a static Figure (what papermill/nbval keep). `view_options` go to the view
+    (grokking: `key_freqs`).
     """
 
-    def __init__(self, run: Run, key_freqs: list[int] | None = None) -> None:
+    def __init__(self, run: Run, **view_options) -> None:
+        make_view = phenomenon_of(run.config).checkpoint_view
+        if make_view is None:
+            raise ScidlError(f"run {run.hash} is not allowed: the {run.config.task.kind} phenomenon has no "
+                             f"checkpoint view")
         self.run, self.steps = run, run.checkpoint_steps
-        self.key_freqs = (fourier.check_freqs("key_freqs", key_freqs, run.config.task.p) if key_freqs is not None
-                          else circuits.key_freqs(run.load_model()))
+        self.view = make_view(run, **view_options)
         self._models: dict[int, torch.nn.Module] = {}
 
     def model(self, step: int):
@@ -31,20 +36,16 @@ class CheckpointExplorer:
         return self._models[step]
 
     def figure(self, step: int, neuron: int = 0) -> Figure:
-        """Return the spectrum and neuron `neuron`'s activation grid and 2-D spectrum at `step`."""
+        """Return the phenomenon's view of the checkpoint at `step`, showing neuron `neuron`."""
         model = self.model(step)
-        check_int("neuron", neuron, 0, self.run.config.model.d_mlp - 1)
-        acts = circuits.neuron_acts(model)[:, :, neuron]
-        spectrum = fourier.freq_grid_norms(fourier.fourier_transform_2d(acts))
-        spectrum[0, 0] = 0  # the mean
-        share = circuits.embedding_energy(model)
-        return plots.plot_checkpoint_view(share, self.key_freqs, acts, spectrum, step, neuron)
+        check_int("neuron", neuron, 0, self.view.n_items - 1)
+        return self.view.figure(model, step, neuron)
 
     def widget(self) -> widgets.Widget:
         """Return the interactive explorer (checkpoint slider, neuron picker, live figure)."""
         step = widgets.SelectionSlider(options=self.steps, value=self.steps[-1], description="step",
                                        continuous_update=False, layout=widgets.Layout(width="60%"))
-        neuron = widgets.BoundedIntText(value=0, min=0, max=self.run.config.model.d_mlp - 1,
+        neuron = widgets.BoundedIntText(value=0, min=0, max=self.view.n_items - 1,
                                         description="neuron")
         out = widgets.Output()
 

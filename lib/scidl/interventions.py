@@ -8,7 +8,6 @@ Every function returns a tidy DataFrame (component, effect).
 """
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Callable
 
@@ -17,10 +16,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from scidl import fourier
-from scidl.models import check_hook_names, embedding_matrix
+from scidl.models import check_hook_names
 from scidl.train import cross_entropy
-from scidl.config import is_prime
 from scidl.errors import ScidlError, check_frame, check_int, describe, not_allowed
 
 ABLATIONS = ("zero", "mean", "resample")
@@ -28,31 +25,6 @@ ABLATIONS = ("zero", "mean", "resample")
 
 class InterventionError(ScidlError):
     """A component, index, position or batch that the model or the intervention does not allow."""
-
-
-def patching_components(model, clusters: dict[int, list[int]] | None = None, pos: int = 2) -> list[str]:
-    """Return components for patching at one position and granularity: the corrupted operand's
-    embedding, each head and the attention output at `pos`, and each neuron cluster's
-    pre-activations (name -> neuron ids; 8 contiguous neuron groups when there are none) at `pos`;
-    for the MLP, its pre-activations and the groups (it has no positions).
-
-    Every component is upstream of a nonlinearity (softmax or the MLP activation), so attribution
-    patching is not exact for it by construction: components that feed the logits linearly (MLP
-    outputs, post-activations) or that the corruption leaves unchanged would inflate the agreement.
-    """
-    pos = _int("pos", pos, 0)
-    if model.cfg.arch == "transformer" and pos >= model.n_ctx:
-        raise InterventionError(not_allowed("pos", pos, f"must be a position in [0, {model.n_ctx - 1}]"))
-    hook, d_mlp = ("blocks.0.mlp.hook_pre" if model.cfg.arch == "transformer" else "hook_pre"), model.cfg.d_mlp
-    at = "" if model.cfg.arch == "mlp" else f"@{pos}"
-    clusters = {k: ids for k, ids in (clusters or {}).items() if ids}
-    if not clusters:  # no frequency clusters: 8 contiguous neuron groups keep the granularity
-        clusters = {i: list(range(i * d_mlp // 8, (i + 1) * d_mlp // 8)) for i in range(min(8, d_mlp))}
-    groups = [f"{hook}:{','.join(map(str, ids))}{at}" for ids in clusters.values() if ids]
-    if model.cfg.arch == "mlp":
-        return ["hook_pre", *groups]
-    heads = [f"blocks.0.attn.hook_z:{h}@{pos}" for h in range(model.cfg.n_heads)]
-    return ["hook_embed@1", *heads, f"blocks.0.hook_attn_out@{pos}", *groups]
 
 
 def patching_agreement(exact: pd.DataFrame, approx: pd.DataFrame, k: int = 5) -> dict[str, float]:
@@ -79,11 +51,15 @@ def patching_agreement(exact: pd.DataFrame, approx: pd.DataFrame, k: int = 5) ->
 
 
 def default_components(model) -> list[str]:
-    """Return the components to rank for `model`: embeddings, heads, attention and MLP outputs."""
+    """Return the components to rank for `model`: embeddings, then per layer each head, the attention
+    output and the MLP output (for an MLP: its pre- and post-activations)."""
     if model.cfg.arch == "mlp":
         return ["hook_pre", "hook_post"]
-    heads = [f"blocks.0.attn.hook_z:{h}" for h in range(model.cfg.n_heads)]
-    return ["hook_embed", *heads, "blocks.0.hook_attn_out", "blocks.0.hook_mlp_out"]
+    out = ["hook_embed"]
+    for layer in range(model.cfg.n_layers):
+        out += [f"blocks.{layer}.attn.hook_z:{h}" for h in range(model.cfg.n_heads)]
+        out += [f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out"]
+    return out
 
 
 HEAD_HOOKS = ("hook_q", "hook_k", "hook_v", "hook_z")
@@ -160,13 +136,6 @@ def _metric_value(metric: Any, logits: Tensor) -> float:
     return out
 
 
-def _freqs(name: str, freqs: Any, p: int) -> list[int]:
-    try:
-        return fourier.check_freqs(name, freqs, p)
-    except ScidlError as e:
-        raise InterventionError(str(e)) from None
-
-
 def _int(name: str, value: Any, low: int) -> int:
     return check_int(name, value, low, error=InterventionError)
 
@@ -184,29 +153,32 @@ def _check_pair(model, clean: Tensor, corrupt: Tensor, components: Any) -> list[
 
 
 def check_batch(model, tokens: Any, labels: Any = None) -> None:
-    """Raise InterventionError unless `tokens` is an integer (batch, 3) tensor of the model's tokens
-    (`a b =`: values in [0, p]) and `labels` (if given) an integer (batch,) tensor of answers in [0, p)."""
-    if not hasattr(model, "p"):  # a model of another task: only the batch's form is checked
+    """Raise InterventionError unless `tokens` is an integer (batch, n_ctx) tensor of the model's
+    tokens (values in [0, d_vocab)) and `labels` (if given) an integer tensor of the answers' shape,
+    (batch,) or (batch, n_answers), with values in [0, d_vocab_out)."""
+    if not hasattr(model, "d_vocab"):  # a model without a token vocabulary: only the batch's form is checked
         if not isinstance(tokens, Tensor) or tokens.dim() == 0 or len(tokens) == 0:
             raise InterventionError(f"inputs={describe(tokens)} is not allowed: must be a non-empty tensor")
         return
-    p = model.p
+    n_ctx, vocab, note = model.n_ctx, model.d_vocab, model.token_note
     if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int64, torch.int32) \
-            or tokens.dim() != 2 or tokens.shape[1] != 3 or len(tokens) == 0:
+            or tokens.dim() != 2 or tokens.shape[1] != n_ctx or len(tokens) == 0:
         raise InterventionError(f"tokens={describe(tokens)} is not allowed: must be a non-empty integer "
-                                f"tensor of shape (batch, 3), rows `a b =`")
-    if int(tokens.min()) < 0 or int(tokens.max()) > p:
+                                f"tensor of shape (batch, {n_ctx})")
+    if int(tokens.min()) < 0 or int(tokens.max()) >= vocab:
         raise InterventionError(f"tokens with values in [{int(tokens.min())}, {int(tokens.max())}] are not "
-                                f"allowed: the model's tokens are 0..{p} ({p} is '=')")
+                                f"allowed: the model's tokens are 0..{vocab - 1}{note}")
     if labels is None:
         return
+    n_answers = getattr(model, "n_answers", 1)
+    shape = tuple(tokens.shape[:1]) + ((n_answers,) if n_answers > 1 else ())
     if not isinstance(labels, Tensor) or labels.dtype not in (torch.int64, torch.int32) \
-            or labels.shape != tokens.shape[:1]:
+            or tuple(labels.shape) != shape:
         raise InterventionError(f"labels={describe(labels)} is not allowed: must be an integer tensor of "
-                                f"shape ({len(tokens)},), one answer per row of tokens")
-    if int(labels.min()) < 0 or int(labels.max()) >= p:
+                                f"shape {shape}, the answer(s) of each row of tokens")
+    if int(labels.min()) < 0 or int(labels.max()) >= model.d_vocab_out:
         raise InterventionError(f"labels with values in [{int(labels.min())}, {int(labels.max())}] are not "
-                                f"allowed: answers are 0..{p - 1}")
+                                f"allowed: answers are 0..{model.d_vocab_out - 1}")
 
 
 def _check_components(components: Any) -> list[str]:
@@ -221,11 +193,15 @@ def _check_components(components: Any) -> list[str]:
 
 
 def loss(model, tokens: Tensor, labels: Tensor, fwd_hooks=()) -> float:
-    """Return the last-position cross-entropy (float64 log-softmax) of `model` with optional hooks."""
+    """Return the cross-entropy (float64 log-softmax) of `model`'s answer logits, averaged over rows
+    and answer positions, with optional hooks."""
     check_batch(model, tokens, labels)
     with torch.no_grad():
         logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))
-    logits = logits[:, -1] if logits.dim() == 3 else logits
+    if hasattr(model, "answer_logits"):
+        logits = model.answer_logits(logits)
+    elif logits.dim() == 3:  # any other hooked model: the answer is at the last position
+        logits = logits[:, -1]
     return float(cross_entropy(logits, labels))
 
 
@@ -239,73 +215,6 @@ def ablate(model, tokens: Tensor, labels: Tensor, components: list[str], how: st
              "loss": (ablated := loss(model, tokens, labels, [ablation_hook(c, how, seed)])),
              "effect": ablated - clean} for c in components]
     return pd.DataFrame(rows)
-
-
-def with_embedding_freqs(model, freqs: list[int], keep: bool):
-    """Return a copy of `model` whose input embedding keeps only (or loses) frequencies `freqs`."""
-    _freqs("freqs", freqs, model.p)
-    out = copy.deepcopy(model)
-    W = embedding_matrix(out)
-    with torch.no_grad():
-        W.copy_(fourier.project_freqs(W.detach(), freqs, dim=0, keep=keep))
-        if out.cfg.arch == "mlp":  # the MLP embeds b separately
-            Wb = out.W_in[out.p:]
-            Wb.copy_(fourier.project_freqs(Wb.detach(), freqs, dim=0, keep=keep))
-    return out
-
-
-def random_freqs(p: int, exclude, n: int, seed: int = 0) -> list[int]:
-    """Return `n` distinct frequencies of Z_p outside `exclude`, drawn with `seed` (sorted): the
-    random-frequency control."""
-    if not is_prime(_int("p", p, 3)):
-        raise InterventionError(not_allowed("p", p, "must be a prime >= 3"))
-    exclude = _freqs("exclude", exclude, p)
-    n, seed = _int("n", n, 0), _int("seed", seed, 0)
-    others = [k for k in range(1, fourier.n_freqs(p) + 1) if k not in set(exclude)]
-    if n > len(others):
-        raise InterventionError(f"n={n} is not allowed: only {len(others)} frequencies lie outside {sorted(exclude)}")
-    order = torch.randperm(len(others), generator=torch.Generator().manual_seed(seed))
-    return sorted(others[i] for i in order[:n].tolist())
-
-
-def energy_normalized_ablations(model, tokens: Tensor, labels: Tensor, key_freqs: list[int]) -> pd.DataFrame:
-    """Return one row per key frequency and one for all non-key frequencies together: the share of
-    the embedding's (non-constant) energy removed, the loss increase when those frequencies are
-    removed from the embedding, and the increase per unit of energy share removed.
-
-    The non-key row is the energy control: it is always defined, unlike a control that must remove as
-    much energy as a key frequency holds (in a grokked model one key frequency often holds more
-    energy than all non-key frequencies together)."""
-    key_freqs = _freqs("key_freqs", key_freqs, model.p)
-    share = fourier.embedding_freq_energy(embedding_matrix(model))
-    clean = loss(model, tokens, labels)
-    others = [k for k in range(1, len(share) + 1) if k not in set(key_freqs)]
-    groups = [("key", [k]) for k in key_freqs] + [("non-key", others)]
-    rows = [{"kind": kind, "freqs": freqs, "energy": float(share[[k - 1 for k in freqs]].sum()),
-             "effect": loss(with_embedding_freqs(model, freqs, keep=False), tokens, labels) - clean}
-            for kind, freqs in groups]
-    table = pd.DataFrame(rows, columns=["kind", "freqs", "energy", "effect"])
-    return table.assign(effect_per_energy=table.effect / table.energy)
-
-
-def energy_normalized_gap(table: pd.DataFrame) -> float:
-    """Return the mean loss increase per unit of energy over the key frequencies minus that of the
-    non-key frequencies (nats per unit of energy share); InterventionError where undefined."""
-    key, rest = table[table.kind == "key"], table[table.kind == "non-key"]
-    if key.empty or rest.empty or not float(rest.energy.iloc[0]) > 0:
-        raise InterventionError("a table without key frequencies, or whose non-key frequencies hold no "
-                                "energy, is not allowed: the energy-normalised gap is undefined")
-    return float(key.effect_per_energy.mean() - rest.effect_per_energy.iloc[0])
-
-
-def ablate_freqs(model, tokens: Tensor, labels: Tensor, freqs: list[int]) -> pd.DataFrame:
-    """Return losses with the embedding restricted to `freqs` (keep) and with them removed."""
-    freqs = _freqs("freqs", freqs, model.p)
-    rows = [{"component": f"embed freqs {freqs}", "ablation": name,
-             "loss": loss(with_embedding_freqs(model, freqs, keep), tokens, labels)}
-            for name, keep in (("keep only", True), ("remove", False))]
-    clean = loss(model, tokens, labels)
-    return pd.DataFrame(rows).assign(effect=lambda d: d.loss - clean)
 
 
 def activation_patching(model, clean: Tensor, corrupt: Tensor, components: list[str],

@@ -1,4 +1,6 @@
-"""Nanda et al.'s 1-layer transformer and a one-hot MLP, both with TransformerLens hook points."""
+"""Shared model parts with TransformerLens hook points: attention, MLP and blocks without LayerNorm, a
+hooked transformer over any token vocabulary, and hook-name and token checks. Each phenomenon builds
+its models from these (scidl/phenomena/<name>/model.py)."""
 from __future__ import annotations
 
 import math
@@ -11,13 +13,13 @@ from torch import Tensor, nn
 from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from scidl.config import ModelConfig, TaskConfig
+from scidl.config import ModelConfig
 from scidl.errors import ScidlError, describe
 
 ACTS = {"relu": F.relu, "gelu": F.gelu, "quadratic": torch.square}
 
 
-def _randn(*shape: int, std: float) -> nn.Parameter:
+def randn_param(*shape: int, std: float) -> nn.Parameter:
     return nn.Parameter(torch.randn(*shape) * std)
 
 
@@ -27,8 +29,8 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, n_ctx: int) -> None:
         super().__init__()
         h, d, dh, s = cfg.n_heads, cfg.d_model, cfg.d_head, cfg.init_scale / math.sqrt(cfg.d_model)
-        self.W_Q, self.W_K, self.W_V = (_randn(h, d, dh, std=s) for _ in range(3))
-        self.W_O = _randn(h, dh, d, std=s)
+        self.W_Q, self.W_K, self.W_V = (randn_param(h, d, dh, std=s) for _ in range(3))
+        self.W_O = randn_param(h, dh, d, std=s)
         self.register_buffer("mask", torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool)), persistent=False)
         for name in ("q", "k", "v", "attn_scores", "pattern", "z"):
             setattr(self, f"hook_{name}", HookPoint())
@@ -51,7 +53,7 @@ class MLPBlock(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         s = cfg.init_scale / math.sqrt(cfg.d_model)
-        self.W_in, self.W_out = _randn(cfg.d_model, cfg.d_mlp, std=s), _randn(cfg.d_mlp, cfg.d_model, std=s)
+        self.W_in, self.W_out = randn_param(cfg.d_model, cfg.d_mlp, std=s), randn_param(cfg.d_mlp, cfg.d_model, std=s)
         self.b_in, self.b_out = nn.Parameter(torch.zeros(cfg.d_mlp)), nn.Parameter(torch.zeros(cfg.d_model))
         self.act = ACTS[cfg.act]
         self.hook_pre, self.hook_post = HookPoint(), HookPoint()
@@ -100,11 +102,16 @@ class HookedModel(HookedRootModule):
 
     def check_tokens(self, tokens) -> None:
         """Raise HookError unless `tokens` is an integer (batch, pos) tensor of this model's tokens."""
-        vocab = self.p + 1  # 0..p-1 operands, p is '='
         if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int64, torch.int32) or tokens.dim() != 2 \
-                or tokens.numel() == 0 or int(tokens.min()) < 0 or int(tokens.max()) >= vocab:
+                or tokens.numel() == 0 or int(tokens.min()) < 0 or int(tokens.max()) >= self.d_vocab:
             raise HookError(f"tokens={describe(tokens)} is not allowed: must be a non-empty integer (batch, pos) tensor "
-                            f"with values in [0, {self.p}] ({self.p} is '=')")
+                            f"with values in [0, {self.d_vocab - 1}]{self.token_note}")
+
+    token_note = ""  # what a reader should know about the vocabulary, for error messages
+
+    def answer_logits(self, logits: Tensor) -> Tensor:
+        """Return the logits of the answer(s) from a forward's output (all of it, by default)."""
+        return logits
 
     def run_with_cache(self, *args, names_filter=None, **kwargs) -> tuple[Tensor, ActivationCache]:
         if args:
@@ -136,99 +143,28 @@ class HookedModel(HookedRootModule):
 
 
 class Transformer(HookedModel):
-    """Tokens `a b =` -> logits over p answers at every position (Nanda et al. 2023)."""
+    """Tokens (batch, pos) -> logits over d_vocab_out answers at every position: embeddings, n_layers
+    blocks of attention then MLP (no LayerNorm), unembedding. The answer is read at the last
+    `n_answers` positions (Nanda et al. 2023's architecture, for any vocabulary and length)."""
 
-    n_ctx = 3
-
-    def __init__(self, cfg: ModelConfig, p: int) -> None:
+    def __init__(self, cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int, n_answers: int = 1) -> None:
         super().__init__()
-        self.cfg, self.p = cfg, p
+        self.cfg, self.d_vocab, self.d_vocab_out, self.n_ctx, self.n_answers = cfg, d_vocab, d_vocab_out, n_ctx, n_answers
         s = cfg.init_scale / math.sqrt(cfg.d_model)
-        self.W_E = _randn(p + 1, cfg.d_model, std=s)  # token p is '='
-        self.W_pos = _randn(self.n_ctx, cfg.d_model, std=s)
-        self.W_U = _randn(cfg.d_model, p, std=cfg.init_scale / math.sqrt(p))
-        self.blocks = nn.ModuleList(Block(cfg, self.n_ctx) for _ in range(cfg.n_layers))
+        self.W_E = randn_param(d_vocab, cfg.d_model, std=s)
+        self.W_pos = randn_param(n_ctx, cfg.d_model, std=s)
+        self.W_U = randn_param(cfg.d_model, d_vocab_out, std=cfg.init_scale / math.sqrt(d_vocab_out))
+        self.blocks = nn.ModuleList(Block(cfg, n_ctx) for _ in range(cfg.n_layers))
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
         self.setup()
 
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos p"]:
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab_out"]:
         n = tokens.shape[1]
         x = self.hook_embed(self.W_E[tokens]) + self.hook_pos_embed(self.W_pos[:n])
         for block in self.blocks:
             x = block(x)
         return x @ self.W_U
 
-    def lookup_tables(self) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
-        """Return what the last-position rewrite needs (one layer, '=' last): the '=' residual x_eq
-        (d_model,), its query q (head, d_head), k_q (d_model, head) such that attention scores are
-        resid @ k_q, W_V flattened to (d_model, head*d_head), and the residuals of operand tokens at
-        positions 0 and 1, [(p, d_model)] * 2."""
-        attn = self.blocks[0].attn
-        x_eq = self.W_E[self.p] + self.W_pos[2]  # (d_model,) the '=' residual, same for all rows
-        q = einsum(x_eq, attn.W_Q, "d, h d e -> h e") / math.sqrt(attn.W_Q.shape[-1])
-        k_q = einsum(attn.W_K, q, "h d e, h e -> d h")  # scores are resid @ k_q
-        W_V = einsum(attn.W_V, "h d e -> d h e").flatten(1)  # (d_model, head*d_head)
-        tables = [self.W_E[: self.p] + self.W_pos[j] for j in range(2)]  # (p, d_model)
-        return x_eq, q, k_q, W_V, tables
-
-    def last_logits(self, tokens: Int[Tensor, "batch 3"]) -> Float[Tensor, "batch p"]:
-        """Return logits at the last position only, exactly as forward(tokens)[:, -1] but faster.
-
-        With one layer and a constant '=' query, every attention score and every value at
-        position j depends on token j alone, so they are (vocab, ...) lookup tables. Hook points
-        on that path would see other shapes, so whenever a hook is attached (model.hooks(...),
-        run_with_hooks, run_with_cache) this runs the full forward instead: hooks always fire.
-        """
-        if len(self.blocks) != 1 or tokens.shape[1] != self.n_ctx or bool((tokens[:, 2] != self.p).any()) \
-                or self.hooks_attached():
-            return self(tokens)[:, -1]  # the tables assume one layer, '=' last and no hooks
-        attn, mlp = self.blocks[0].attn, self.blocks[0].mlp
-        x_eq, q, k_q, W_V, tables = self.lookup_tables()
-        score = [F.embedding(tokens[:, j], t @ k_q) for j, t in enumerate(tables)]  # (batch, head)
-        value = [F.embedding(tokens[:, j], t @ W_V) for j, t in enumerate(tables)]  # (batch, h*e)
-        scores = torch.stack(score + [(x_eq @ k_q).expand_as(score[0])], dim=-1)  # (batch, head, 3)
-        pattern = scores.softmax(dim=-1).unsqueeze(-1)  # (batch, head, 3, 1), broadcast over d_head
-        h, e = q.shape
-        z = (pattern[:, :, 0] * value[0].view(-1, h, e) + pattern[:, :, 1] * value[1].view(-1, h, e)
-             + pattern[:, :, 2] * (x_eq @ W_V).view(h, e))  # (batch, head, d_head)
-        x = x_eq + z.flatten(1) @ attn.W_O.flatten(0, 1)  # (batch, d_model)
-        return (x + mlp(x)) @ self.W_U
-
-
-class MLP(HookedModel):
-    """One-hot(a) ++ one-hot(b) -> d_mlp hidden units -> p logits (Gromov-style)."""
-
-    def __init__(self, cfg: ModelConfig, p: int) -> None:
-        super().__init__()
-        self.cfg, self.p = cfg, p
-        # W_in rows 0..p-1 embed a, rows p..2p-1 embed b; an embedding bag sums them (threads well).
-        self.W_in = _randn(2 * p, cfg.d_mlp, std=cfg.init_scale / math.sqrt(2))
-        self.W_out = _randn(cfg.d_mlp, p, std=cfg.init_scale / math.sqrt(cfg.d_mlp))
-        self.act = ACTS[cfg.act]
-        self.hook_pre, self.hook_post = HookPoint(), HookPoint()
-        self.setup()
-
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch p"]:
-        idx = torch.stack([tokens[:, 0], tokens[:, 1] + self.p], dim=1)  # (batch, 2)
-        pre = self.hook_pre(F.embedding_bag(idx, self.W_in, mode="sum"))
-        return self.hook_post(self.act(pre)) @ self.W_out
-
-    def last_logits(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch p"]:
-        """Return the logits (the MLP has a single output position)."""
-        return self(tokens)
-
-
-# Hook whose activations are "the neurons" of each architecture.
-NEURON_HOOK = {"transformer": "blocks.0.mlp.hook_post", "mlp": "hook_post"}
-
-
-def make_model(model: ModelConfig, task: TaskConfig, seed: int = 0) -> Transformer | MLP:
-    """Return a freshly initialised model for `task`, seeded by `seed`."""
-    torch.manual_seed(seed)
-    cls = Transformer if model.arch == "transformer" else MLP
-    return cls(model, task.p)
-
-
-def embedding_matrix(model: Transformer | MLP) -> Float[Tensor, "p d"]:
-    """Return the per-operand-value input embedding: W_E[:p] (transformer) or W_in[:p] (MLP, a)."""
-    return model.W_E[: model.p] if isinstance(model, Transformer) else model.W_in[: model.p]
+    def answer_logits(self, logits: Float[Tensor, "batch pos d_vocab_out"]) -> Tensor:
+        """Return the answer logits: (batch, d_vocab_out) for one answer, else (batch, n_answers, d_vocab_out)."""
+        return logits[:, -1] if self.n_answers == 1 else logits[:, -self.n_answers:]

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from scidl.config import ConfigError, RunConfig
+from scidl.registry import make_model
 from scidl.errors import ScidlError, check_int, check_type, not_allowed
 
 CHECKPOINTS = "checkpoints"
@@ -149,8 +150,6 @@ class Run:
 
     def load_model(self, step: int | None = None):
         """Return the model with the weights saved at `step` (default: the last), in eval mode."""
-        from scidl.models import make_model
-
         model = make_model(self.config.model, self.config.task)
         state = self.load_state(step)
         try:

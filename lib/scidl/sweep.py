@@ -15,14 +15,15 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 import torch
 
 from scidl.config import ConfigError, RunConfig
-from scidl.errors import check_choice, check_int, check_number, check_type, not_allowed
-from scidl.ensemble import can_batch, train_ensemble
+from scidl.errors import check_choice, check_int, check_type, not_allowed
+from scidl.ensemble import can_batch, task_key, train_ensemble
 from scidl.progressbar import bar as progress_bar
-from scidl.phenomena import classify_phase, grokking_summary
+from scidl.registry import summarize
 from scidl.store import RunStore, as_store
 from scidl.train import configure_torch, train
 
@@ -122,13 +123,16 @@ def plan(configs: list[RunConfig], batch: bool | str = "auto") -> list[list[RunC
         return [[c] for c in configs]
     groups: dict[tuple, list[RunConfig]] = {}
     for c in configs:
-        key = (c.model.arch, c.model.d_mlp, c.model.act, c.model.n_layers, c.task.p, c.task.op,
-               c.task.n_train, c.train.steps, c.train.eval_every, c.train.warmup_steps, c.train.loss_dtype)
+        key = (c.model.arch, c.model.d_mlp, c.model.act, c.model.n_layers, task_key(c.task), c.train.batch_size,
+               c.train.steps, c.train.eval_every, c.train.warmup_steps, c.train.loss_dtype)
         groups.setdefault(key, []).append(c)
     units = []
     for group in groups.values():
-        small = group[0].model.arch == "mlp" and group[0].task.p * group[0].model.d_mlp <= BATCH_MAX_P_DMLP
-        if can_batch(group) and (batch is True or (small and len(group) >= BATCH_MIN_MEMBERS)):
+        if not can_batch(group):
+            units += [[c] for c in group]
+            continue
+        small = group[0].task.n_classes * group[0].model.d_mlp <= BATCH_MAX_P_DMLP
+        if batch is True or (small and len(group) >= BATCH_MIN_MEMBERS):
             units += [group[i:i + BATCH_MAX_MEMBERS] for i in range(0, len(group), BATCH_MAX_MEMBERS)]
         else:
             units += [[c] for c in group]
@@ -223,25 +227,26 @@ def _run_dask(units, store, workers, address, bar) -> None:
         cluster.close()
 
 
-def sweep_frame(configs: list[RunConfig], store: RunStore | None = None,
-                min_ratio: float = 5.0) -> pd.DataFrame:
-    """Return one tidy row per finished run: config fields, summary, grokking steps and phase."""
+def sweep_frame(configs: list[RunConfig], store: RunStore | None = None, **definition: Any) -> pd.DataFrame:
+    """Return one tidy row per finished run: config fields, its summary, and its phenomenon's
+    operational definition (grokking: memorization and grok steps and the phase; `definition`
+    options such as min_ratio go to the phenomenon's `summarize`)."""
     store = as_store(store)
     configs = _config_list(configs)
-    check_number("min_ratio", min_ratio, 1, error=ConfigError)
-    rows = []
+    rows, numeric = [], set()
     for c in dict.fromkeys(configs):
         if not store.has(c):
             continue
         run = store.load(c)
         flat = {k.split(".", 1)[1]: v for k, v in c.flat().items()}
         summary = {k: v for k, v in run.summary.items() if not isinstance(v, (dict, list))}
-        rows.append({"hash": run.hash, **flat, **summary, **grokking_summary(run.metrics),
-                     "phase": classify_phase(run.metrics, min_ratio)})
+        defined = summarize(c.task, run.metrics, **definition)
+        numeric |= {k for k, v in defined.items() if v is None or isinstance(v, (int, float))}
+        rows.append({"hash": run.hash, **flat, **summary, **defined})
     df = pd.DataFrame(rows)
-    for col in ("memorization_step", "grok_step", "grok_gap", "grok_ratio"):
-        if col in df:  # "never" is NaN, so the columns stay numeric
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    for col in sorted(numeric):
+        if col in df and df[col].map(lambda v: v is None or isinstance(v, (int, float, np.number))).all():
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)  # "never" is NaN: stays numeric
     return df
 
 
@@ -250,7 +255,7 @@ def sweep_metrics(configs: list[RunConfig], store: RunStore | None = None,
     """Return per-step metrics of every finished run, long format, with `columns` config fields."""
     store = as_store(store)
     configs = _config_list(configs)
-    fields = {k.split(".", 1)[1] for k in RunConfig().flat()}
+    fields = {k.split(".", 1)[1] for c in configs for k in c.flat()} or {k.split(".", 1)[1] for k in RunConfig().flat()}
     for column in columns:
         if column not in fields:
             raise ConfigError(not_allowed("columns", column, f"must be config fields among {sorted(fields)}"))

@@ -1,4 +1,5 @@
-"""Full-batch AdamW training with periodic evaluation, checkpoints and divergence detection."""
+"""AdamW training of any registered phenomenon (full batch or minibatches) with periodic evaluation,
+checkpoints and divergence detection."""
 from __future__ import annotations
 
 import ctypes
@@ -13,11 +14,9 @@ import torch.nn.functional as F
 
 from scidl.config import ConfigError, RunConfig
 from scidl.errors import check_choice, check_int
-from scidl.models import make_model
 from scidl.progressbar import bar as progress_bar
-from scidl.step import last_position_loss
+from scidl.registry import get_phenomenon, phenomenon_of
 from scidl.store import Run, RunStore, StoreError, as_store, code_version, save_checkpoint
-from scidl.tasks import Dataset, make_dataset
 
 
 class TrainingDiverged(RuntimeError):
@@ -74,8 +73,9 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def split_metrics(logits: torch.Tensor, data: Dataset, loss_dtype: str = "float64") -> dict[str, float]:
-    """Return train/test loss and accuracy of `logits` (one row per pair of `data`, in its order)."""
+def split_metrics(logits: torch.Tensor, data, loss_dtype: str = "float64") -> dict[str, float]:
+    """Return train/test loss and accuracy of `logits` (one row per row of `data`, in its order; with
+    several answers per row, loss and accuracy are means over all answer tokens)."""
     out = {}
     for split, mask in (("train", data.is_train), ("test", ~data.is_train)):
         out[f"{split}_loss"] = float(cross_entropy(logits[mask], data.labels[mask], loss_dtype))
@@ -84,9 +84,20 @@ def split_metrics(logits: torch.Tensor, data: Dataset, loss_dtype: str = "float6
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: Dataset, loss_dtype: str = "float64") -> dict[str, float]:
-    """Return train/test loss and accuracy of `model` on `data` (last position only)."""
-    return split_metrics(model.last_logits(data.tokens), data, loss_dtype)
+def evaluate(model: torch.nn.Module, data, loss_dtype: str = "float64") -> dict[str, float]:
+    """Return one metrics row of `model` on `data`: train/test loss and accuracy and whatever else
+    the data's phenomenon measures (its `evaluate`)."""
+    return get_phenomenon(data.kind).evaluate(model, data, loss_dtype)
+
+
+def minibatches(n: int, batch_size: int, seed: int):
+    """Yield index tensors of `batch_size` rows out of n, a fresh seeded permutation per epoch (the
+    last incomplete batch of an epoch is dropped, so every step sees the same number of rows)."""
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield order[i:i + batch_size]
 
 
 def make_optimizer(model: torch.nn.Module, cfg: RunConfig):
@@ -105,8 +116,8 @@ def train(cfg: RunConfig, store: RunStore | None = None, progress: bool = True,
 
     on_divergence: "raise" raises TrainingDiverged after storing the run; "stop" only stores it.
     A damaged or incomplete run folder is set aside (StoreWarning) and the run trained once more.
-    One-hot MLPs are trained by the batched engine (ensemble.train_ensemble with one member), so a
-    run is the same bits whether a sweep batched it with others or not.
+    Full-batch one-hot MLPs are trained by the batched engine (ensemble.train_ensemble with one
+    member), so a run is the same bits whether a sweep batched it with others or not.
     """
     check_choice("on_divergence", on_divergence, ("raise", "stop"), error=ConfigError)
     if not isinstance(cfg, RunConfig):
@@ -118,7 +129,7 @@ def train(cfg: RunConfig, store: RunStore | None = None, progress: bool = True,
                 store.load(cfg)
             except StoreError as e:
                 store.set_aside(cfg.hash, str(e))
-        if cfg.model.arch == "mlp":
+        if cfg.model.arch == "mlp" and not cfg.train.batch_size:
             from scidl.ensemble import train_ensemble
 
             train_ensemble([cfg], store, progress=progress)
@@ -133,11 +144,13 @@ def train(cfg: RunConfig, store: RunStore | None = None, progress: bool = True,
 
 
 def _train_into(cfg: RunConfig, store: RunStore, progress: bool) -> None:
-    data = make_dataset(cfg.task)
-    model = make_model(cfg.model, cfg.task, seed=cfg.train.seed)
+    phenomenon = phenomenon_of(cfg.task)
+    data = phenomenon.make_dataset(cfg.task)
+    model = phenomenon.make_model(cfg.model, cfg.task, seed=cfg.train.seed)
     opt, sched = make_optimizer(model, cfg)
     work, rows, start, started_at = store.begin(cfg), [], time.perf_counter(), _now()
     x, y = data.train
+    batches = minibatches(len(x), cfg.train.batch_size, cfg.train.seed) if cfg.train.batch_size else None
     diverged_step = None
     bar = progress_bar(total=cfg.train.steps, desc=f"run {cfg.hash}", progress=progress)  # optimizer steps
     for step in range(cfg.train.steps + 1):
@@ -150,7 +163,9 @@ def _train_into(cfg: RunConfig, store: RunStore, progress: bool) -> None:
             save_checkpoint(work, step, model)
         if step == cfg.train.steps:
             break
-        loss = last_position_loss(model, x, y, cfg.train.loss_dtype)
+        idx = next(batches) if batches is not None else None
+        loss = phenomenon.loss(model, x if idx is None else x[idx], y if idx is None else y[idx],
+                               cfg.train.loss_dtype)
         if not torch.isfinite(loss):
             diverged_step = step
             rows.append({"step": step, "train_loss": loss.item(), "weight_norm": weight_norm(model)})

@@ -80,7 +80,7 @@ def last_position_loss(model, tokens: Tensor, labels: Tensor, loss_dtype: str = 
     """Return `cross_entropy(model(tokens)[:, -1], labels, loss_dtype)` for a 1-layer `Transformer`
     on `a b =` tokens with no hooks attached, computed by the fast path (same values and gradients).
     Any other case falls back to `cross_entropy(model.last_logits(tokens), ...)`, so hooks fire."""
-    from scidl.train import cross_entropy  # train imports this module
+    from scidl.train import cross_entropy  # train imports the registry, which imports this module
 
     if not _fast_path_applies(model, tokens):
         return cross_entropy(model.last_logits(tokens), labels, loss_dtype)
@@ -93,7 +93,7 @@ def last_position_loss(model, tokens: Tensor, labels: Tensor, loss_dtype: str = 
 
 
 def _fast_path_applies(model, tokens: Tensor) -> bool:
-    from scidl.models import Transformer
+    from scidl.phenomena.grokking.model import Transformer
 
     return (isinstance(model, Transformer) and len(model.blocks) == 1 and model.cfg.act == "relu"
             and tokens.dim() == 2 and tokens.shape[1] == model.n_ctx and not model.hooks_attached()

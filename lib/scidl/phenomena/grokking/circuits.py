@@ -5,9 +5,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from scidl import fourier
+from scidl.phenomena.grokking import fourier
 from scidl.errors import check_number
-from scidl.models import MLP, NEURON_HOOK, Transformer, embedding_matrix
+from scidl.phenomena.grokking.model import MLP, NEURON_HOOK, Transformer, embedding_matrix
 
 Model = Transformer | MLP
 

@@ -1,4 +1,5 @@
-"""Operational definitions of phenomena on metric curves (grokking first)."""
+"""Grokking's operational definition on metric curves: memorization and grok steps, the phase of a
+run (Liu et al. 2022), loss spikes and precursors of the test-accuracy jump."""
 from __future__ import annotations
 
 import math
@@ -111,3 +112,21 @@ def precursor_table(long: pd.DataFrame, jump_acc: float = 0.5, null_seed: int = 
                      "test_loss_peak_lead_null": null["test_loss_peak_lead"]})
     return pd.DataFrame(rows, columns=["hash", "jump_step", "weight_norm_peak_lead", "test_loss_peak_lead",
                                        "weight_norm_peak_lead_null", "test_loss_peak_lead_null"])
+
+
+def summarize(metrics: pd.DataFrame, min_ratio: float = 5.0, threshold: float = THRESHOLD) -> dict:
+    """Return grokking's operational definition of one run: grokking_summary (memorization_step,
+    grok_step, grok_gap, grok_ratio) and its phase (classify_phase)."""
+    check_number("min_ratio", min_ratio, 1)
+    return {**grokking_summary(metrics, threshold), "phase": classify_phase(metrics, min_ratio, threshold)}
+
+
+def evaluate(model, data, loss_dtype: str = "float64") -> dict[str, float]:
+    """Return the metrics row grokking's definition reads: train/test loss and accuracy of the answer
+    at the last position, over every pair of `data`."""
+    import torch
+
+    from scidl.train import split_metrics
+
+    with torch.no_grad():
+        return split_metrics(model.last_logits(data.tokens), data, loss_dtype)

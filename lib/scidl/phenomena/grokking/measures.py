@@ -17,11 +17,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from scidl import circuits, fourier
-from scidl.models import embedding_matrix
+from scidl.phenomena.grokking import circuits, fourier
+from scidl.phenomena.grokking.model import embedding_matrix
 from scidl.progressbar import bar as progress_bar
 from scidl.store import Run
-from scidl.tasks import OPERATIONS, Dataset, make_dataset
+from scidl.phenomena.grokking.task import OPERATIONS, Dataset, make_dataset
 from scidl.train import cross_entropy, split_metrics
 from scidl.errors import ScidlError, check_frame, check_int, check_number, describe, not_allowed
 

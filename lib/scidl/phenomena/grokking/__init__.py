@@ -1,0 +1,16 @@
+"""Grokking on modular arithmetic (Power et al. 2022; Nanda et al. 2023): test accuracy jumps long
+after train accuracy, as a Fourier-multiplication circuit forms.
+
+task.py: the task config (`ModularTask`, kind "grokking") and its pairs; model.py: Nanda's
+transformer and a one-hot MLP; step.py: the fast last-position training loss; definition.py: the
+operational definition; measures.py: the progress measures; fourier.py, circuits.py, zoom.py: the
+zoom views.
+"""
+from scidl.phenomena.grokking import definition, measures, model, step, task, zoom
+from scidl.registry import Phenomenon, register
+
+PHENOMENON = register(Phenomenon(
+    kind="grokking", task=task.ModularTask, make_dataset=task.make_dataset, make_model=model.make_model,
+    loss=step.last_position_loss, evaluate=definition.evaluate, summarize=definition.summarize,
+    shows=definition.is_grokking, checkpoint_view=zoom.FourierView, measures=measures.MEASURES,
+    archs=("transformer", "mlp")))
