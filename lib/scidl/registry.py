@@ -29,7 +29,7 @@ class Phenomenon:
     """One phenomenon's plug-in: everything the core asks of it.
 
     task: the frozen task-config dataclass (its ClassVar `kind` is this phenomenon's name).
-    make_dataset(task) -> a Dataset with `tokens`, `labels`, `is_train`, `train`, `test`.
+    make_dataset(task) -> a Dataset (a SplitDataset: `tokens`, `labels`, `is_train`, `train`, `test`).
     make_model(model_cfg, task, seed) -> a HookedModel (seeded by `seed`).
     loss(model, tokens, labels, loss_dtype) -> the scalar training loss of a batch.
     evaluate(model, data, loss_dtype) -> one metrics row: train_loss/acc, test_loss/acc and more.
@@ -52,6 +52,20 @@ class Phenomenon:
     checkpoint_view: Callable[..., Any] | None = None
     measures: Mapping[str, Callable] = field(default_factory=dict)
     archs: tuple[str, ...] = ("transformer",)
+
+
+class SplitDataset:
+    """Base of a phenomenon's frozen Dataset (fields `tokens`, `labels`, `is_train`): its two splits."""
+
+    @property
+    def train(self) -> tuple[Any, Any]:
+        """Return (tokens, labels) of the train split."""
+        return self.tokens[self.is_train], self.labels[self.is_train]
+
+    @property
+    def test(self) -> tuple[Any, Any]:
+        """Return (tokens, labels) of the test split."""
+        return self.tokens[~self.is_train], self.labels[~self.is_train]
 
 
 PHENOMENA: dict[str, Phenomenon] = {}

@@ -15,6 +15,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from scidl.config import ModelConfig, TrainConfig, check_field_int, check_memory, fail, normalize
+from scidl.registry import SplitDataset
 
 PLUS, EQUALS = 10, 11  # tokens 0-9 are digits
 D_VOCAB = 12
@@ -84,7 +85,7 @@ class AdditionTask:
 
 
 @dataclass(frozen=True)
-class Dataset:
+class Dataset(SplitDataset):
     """Every pair of an addition task: model inputs, answer digits (most significant first), the train
     mask, the operands, and each pair's carry type (an index into CARRY_TYPES)."""
 
@@ -96,14 +97,6 @@ class Dataset:
     operands: Int[Tensor, "n 2"]
     carry_type: Int[Tensor, "n"]
     n_digits: int
-
-    @property
-    def train(self) -> tuple[Tensor, Tensor]:
-        return self.tokens[self.is_train], self.labels[self.is_train]
-
-    @property
-    def test(self) -> tuple[Tensor, Tensor]:
-        return self.tokens[~self.is_train], self.labels[~self.is_train]
 
 
 def digits(x: Int[Tensor, "n"], n: int) -> Int[Tensor, "n n"]:

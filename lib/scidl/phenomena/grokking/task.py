@@ -11,6 +11,7 @@ from torch import Tensor
 
 from scidl.config import (ModelConfig, TrainConfig, check_field_choice, check_field_int, check_memory, fail,
                           normalize)
+from scidl.registry import SplitDataset
 
 Operation = Callable[[Tensor, Tensor, int], Tensor]
 
@@ -110,7 +111,7 @@ TaskConfig = ModularTask  # the name before phenomena were plug-ins
 
 
 @dataclass(frozen=True)
-class Dataset:
+class Dataset(SplitDataset):
     """All (a, b) pairs of a task as tokens `a b =`, labels, and the train mask."""
 
     kind: ClassVar[str] = "grokking"
@@ -119,14 +120,6 @@ class Dataset:
     labels: Int[Tensor, "n"]
     is_train: Bool[Tensor, "n"]
     p: int
-
-    @property
-    def train(self) -> tuple[Tensor, Tensor]:
-        return self.tokens[self.is_train], self.labels[self.is_train]
-
-    @property
-    def test(self) -> tuple[Tensor, Tensor]:
-        return self.tokens[~self.is_train], self.labels[~self.is_train]
 
 
 def make_pairs(p: int, op: str = "add") -> Int[Tensor, "n 2"]:
