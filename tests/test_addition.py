@@ -1,6 +1,5 @@
 """The addition plug-in: tokenisation, carry types, definition and zoom views against planted answers."""
 import json
-import math
 
 import numpy as np
 import pandas as pd
