@@ -14,3 +14,11 @@ PHENOMENON = register(Phenomenon(
     loss=step.last_position_loss, evaluate=definition.evaluate, summarize=definition.summarize,
     shows=definition.is_grokking, checkpoint_view=zoom.FourierView, measures=measures.MEASURES,
     archs=("transformer", "mlp")))
+
+# Grokking on a non-abelian group (S_n composition): the same models, loss and definition.
+from scidl.phenomena.grokking import groups  # noqa: E402
+
+GROUP_PHENOMENON = register(Phenomenon(
+    kind="group", task=groups.GroupTask, make_dataset=groups.make_dataset, make_model=model.make_model,
+    loss=step.last_position_loss, evaluate=definition.evaluate, summarize=definition.summarize,
+    shows=definition.is_grokking, archs=("transformer", "mlp")))
