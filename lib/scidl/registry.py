@@ -39,6 +39,7 @@ class Phenomenon:
         the explorer's view of one checkpoint.
     measures: name -> measure(model, ctx), the progress measures.
     archs: the ModelConfig.arch values this task has a model for.
+    explain(run, **options) -> a scidl.explain.Explanation of the run's final model (or None).
     """
 
     kind: str
@@ -52,6 +53,7 @@ class Phenomenon:
     checkpoint_view: Callable[..., Any] | None = None
     measures: Mapping[str, Callable] = field(default_factory=dict)
     archs: tuple[str, ...] = ("transformer",)
+    explain: Callable[..., Any] | None = None
 
 
 class SplitDataset:

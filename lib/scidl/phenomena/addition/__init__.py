@@ -4,12 +4,14 @@
 task.py: the task config (`AdditionTask`, kind "addition") and its tokenisation; model.py: the
 hooked transformer; definition.py: per-digit curves, learned steps and carry-type accuracy;
 measures.py: progress measures and the Q2 reading's agreement; zoom.py: attention, ablations,
-carry patching and carry neurons.
+carry patching and carry neurons; explain.py: `scidl.explain` (digit heads, the carry, faithfulness).
 """
 from scidl.phenomena.addition import definition, measures, model, task, zoom
+from scidl.phenomena.addition import explain as explaining
 from scidl.registry import Phenomenon, register
 
 PHENOMENON = register(Phenomenon(
     kind="addition", task=task.AdditionTask, make_dataset=task.make_dataset, make_model=model.make_model,
     loss=definition.training_loss, evaluate=definition.evaluate, summarize=definition.summarize,
-    shows=definition.shows, measures=measures.MEASURES, archs=("transformer",)))
+    shows=definition.shows, measures=measures.MEASURES, archs=("transformer",),
+    explain=explaining.explain))

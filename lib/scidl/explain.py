@@ -1,0 +1,102 @@
+"""One-call explanations: `scidl.explain(run)` asks the run's phenomenon for its mechanism, times it,
+and returns an `Explanation` that prints as short text and draws its figures in a notebook.
+
+Faithfulness, the same scale for every phenomenon: with L the test loss of a model restricted to a
+mechanism, L_full the full model's and L_chance the loss of a uniform guess (log of the number of
+answers),
+    faithfulness(mechanism) = (L_chance - L) / (L_chance - L_full),
+1 when the mechanism alone does as well as the model, 0 when it does no better than chance. The
+same number for random mechanisms of the same size is the control: an explanation counts only if
+it clearly beats them (`Explanation.beats_random`).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pandas as pd
+
+from scidl.errors import ScidlError
+from scidl.registry import phenomenon_of
+
+
+def faithfulness(loss: float, full_loss: float, chance_loss: float) -> float:
+    """Return (chance - loss) / (chance - full); ScidlError if undefined (the model is no better than chance)."""
+    for name, v in (("loss", loss), ("full_loss", full_loss), ("chance_loss", chance_loss)):
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ScidlError(f"{name}={v!r} is not allowed: faithfulness needs finite losses")
+    if not chance_loss - full_loss > 1e-9:
+        raise ScidlError(f"full_loss={full_loss:.4g} is not allowed: the model is no better than chance "
+                         f"({chance_loss:.4g}), so there is nothing to explain and faithfulness is undefined")
+    return (chance_loss - loss) / (chance_loss - full_loss)
+
+
+@dataclass
+class Explanation:
+    """A phenomenon's account of one model.
+
+    claims: one sentence per claim, in reading order; parts: a table of the named parts (component,
+    role, evidence); faithfulness: the mechanism's score, the random mechanisms' scores and the
+    losses behind them; figures: callables that draw one matplotlib Figure each; seconds: wall time.
+    """
+
+    kind: str
+    run: str
+    claims: list[str]
+    parts: pd.DataFrame
+    faithfulness: dict[str, Any]
+    figures: list[Callable[[], Any]] = field(default_factory=list)
+    seconds: float = math.nan
+
+    @property
+    def score(self) -> float:
+        return float(self.faithfulness["score"])
+
+    @property
+    def random_score(self) -> float:
+        """Return the best faithfulness among the random mechanisms of the same size."""
+        return float(max(self.faithfulness["random_scores"]))
+
+    def beats_random(self, margin: float = 0.2) -> bool:
+        """Return whether the mechanism beats every random mechanism of its size by `margin`."""
+        return self.score - self.random_score > margin
+
+    def text(self) -> str:
+        f = self.faithfulness
+        lines = [f"{self.kind} run {self.run}: explained in {self.seconds:.1f} s"]
+        lines += [f"- {c}" for c in self.claims]
+        lines.append(f"- faithfulness {self.score:.3f} (test loss {f['loss']:.4g} vs full {f['full_loss']:.4g}, "
+                     f"chance {f['chance_loss']:.4g}); random mechanisms of the same size: "
+                     f"{', '.join(f'{s:.3f}' for s in f['random_scores'])}")
+        return "\n".join(lines)
+
+    __str__ = text
+
+    def _repr_markdown_(self) -> str:
+        return self.text().replace("\n- ", "\n\n- ")
+
+    def show(self) -> None:
+        """Print the text, the parts table and draw every figure (in a notebook, inline)."""
+        print(self.text())
+        print(self.parts.to_string(index=False))
+        try:
+            from IPython.display import display
+        except ImportError:  # pragma: no cover - IPython ships with the notebook extra
+            display = print
+        for draw in self.figures:
+            display(draw())
+
+
+def explain(run, **options: Any) -> Explanation:
+    """Return the run's phenomenon's explanation of its final model, timed."""
+    if not hasattr(run, "config") or not hasattr(run, "load_model"):
+        raise ScidlError(f"run={run!r} is not allowed: must be a stored Run (scidl.train or RunStore.load)")
+    phenomenon = phenomenon_of(run.config)
+    if phenomenon.explain is None:
+        raise ScidlError(f"run of kind {phenomenon.kind!r} is not allowed: that phenomenon has no explain()")
+    start = time.perf_counter()
+    out = phenomenon.explain(run, **options)
+    out.seconds = time.perf_counter() - start
+    return out
