@@ -246,11 +246,18 @@ def attribution_patching(model, clean: Tensor, corrupt: Tensor, components: list
                          metric: Callable[[Tensor], Tensor]) -> pd.DataFrame:
     """Return the linear estimate (clean − corrupt activation) · grad(metric) per component, from one
     clean forward and one corrupt forward + backward, normalised like activation_patching."""
+    return attribution(model, clean, corrupt, components, metric)[0]
+
+
+def attribution(model, clean: Tensor, corrupt: Tensor, components: list[str], metric: Callable[[Tensor], Tensor]
+                ) -> tuple[pd.DataFrame, Any, float, float]:
+    """Return attribution_patching's table and what it computed on the way: the clean cache of the
+    components' hooks, and the clean and corrupt metric (2 forward passes and 1 backward in all)."""
     components = _check_pair(model, clean, corrupt, components)
     names = sorted({parse_component(c)[0] for c in components})
     with torch.no_grad():
-        _, clean_cache = model.run_with_cache(clean, names_filter=names)
-        m_clean = float(_metric_value(metric, model(clean)))
+        logits, clean_cache = model.run_with_cache(clean, names_filter=names)
+        m_clean = float(_metric_value(metric, logits))
     acts: dict[str, Tensor] = {}
 
     def keep(act, hook):
@@ -274,4 +281,4 @@ def attribution_patching(model, clean: Tensor, corrupt: Tensor, components: list
         delta = (clean_cache[name][s] - acts[name].detach()[s]) * acts[name].grad[s]
         rows.append({"component": component, "effect": float(delta.sum()) / (m_clean - m_corrupt)})
     model.zero_grad(set_to_none=True)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), clean_cache, m_clean, m_corrupt

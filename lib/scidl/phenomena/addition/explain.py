@@ -93,3 +93,52 @@ def explain(run, n_random: int = 5, n_prompts: int = 512) -> Explanation:
         return plots.plot_effects(top, title=f"run {run.hash}: carry patching, top components")
 
     return Explanation("addition", run.hash, claims, pd.DataFrame(parts), faith, [attention_figure])
+
+
+def check_claims(run, explanation: Explanation, example: tuple[int, int] = (17, 25), min_drop: float = 0.1
+                 ) -> pd.DataFrame:
+    """Return addition's Q4 checks of an explanation, each an intervention with a predicted outcome on
+    the test prompts (heads mean-ablated at their position over the test batch): ablating digit d's
+    head lowers digit d's accuracy by >= `min_drop`; ablating the carry head costs carry prompts
+    >= `min_drop` more accuracy than no-carry prompts; and on `example` (a + b with a units carry,
+    "why is 17 + 25 = 42"), ablating the carry head drops the carry from the tens digit (the model
+    then answers as if the units did not carry). Columns claim, predicted, observed, passed."""
+    from scidl.phenomena.addition.task import encode
+
+    model, data = run.load_model(), make_dataset(run.config.task)
+    nd = model.n_digits
+    test_rows = torch.nonzero(~data.is_train).flatten()
+    tokens, labels = data.tokens[test_rows], data.labels[test_rows]
+    clean = zoom.answer_correct(model, tokens, labels).float().mean(0)  # per digit, units first
+    rows = []
+    cells = explanation.faithfulness["mechanism"]
+    digit_cells = {int(r.role.split()[-1]): r.component for r in explanation.parts.itertuples()
+                   if r.role.startswith("reads column")}
+    for digit, cell in sorted(digit_cells.items()):
+        ablated = zoom.answer_correct(model, tokens, labels, [interventions.ablation_hook(cell, "mean")]).float().mean(0)
+        drop = float(clean[digit] - ablated[digit])
+        rows.append({"claim": f"{cell} computes answer digit {digit}", "predicted": f"ablating it drops digit {digit}'s "
+                     f"test accuracy by >= {min_drop}", "observed": f"{drop:.3f}", "passed": drop >= min_drop})
+    carry_cell = next(r.component for r in explanation.parts.itertuples() if "carry" in r.role)
+    row = zoom.ablation_by_carry(model, data, test_rows, [carry_cell]).iloc[0]
+    rows.append({"claim": f"{carry_cell} moves the units carry", "predicted": f"ablating it costs carry prompts >= "
+                 f"{min_drop} more accuracy than no-carry prompts", "observed": f"{row.carry_drop:.3f}",
+                 "passed": bool(row.carry_drop >= min_drop)})
+    a, b = example
+    if (a % 10) + (b % 10) < 10 or max(a, b) >= 10 ** nd:
+        raise ScidlError(f"example={example!r} is not allowed: its units must carry and both operands have "
+                         f"at most {nd} digits")
+    ex, _ = encode(torch.tensor([a]), torch.tensor([b]), nd)
+    batch = torch.cat([ex, tokens])  # the example first; the mean ablation is over the test prompts too
+    with torch.no_grad():
+        clean_ans = model.answer_logits(model(batch))[0].argmax(-1)
+        hook = interventions.ablation_hook(carry_cell, "mean")
+        ablated_ans = model.answer_logits(model.run_with_hooks(batch, fwd_hooks=[hook]))[0].argmax(-1)
+    number = lambda digits_: int("".join(str(int(d)) for d in digits_))
+    no_carry = (a // 10 % 10 + b // 10 % 10) % 10  # the tens digit without the units carry
+    tens = int(ablated_ans[-2])  # answers run carry-out first; the tens digit is second from last
+    rows.append({"claim": f"why {a} + {b} = {a + b}: the carry head adds the units carry to the tens digit",
+                 "predicted": f"clean answer {a + b}; with the carry head ablated the tens digit becomes {no_carry}",
+                 "observed": f"clean {number(clean_ans)}, ablated {number(ablated_ans)}",
+                 "passed": number(clean_ans) == a + b and tens == no_carry})
+    return pd.DataFrame(rows)

@@ -150,14 +150,9 @@ def carry_patching(model, data: Dataset, rows: Tensor, column: int = 0, n: int =
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Return the ROC AUC of `scores` for binary `labels` (Mann-Whitney, ties counted half)."""
-    from scipy.stats import rankdata  # scipy only when needed: `import scidl` stays light
+    from scidl.scoring import auroc
 
-    labels = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ScidlError("labels of one class only are not allowed: the AUC is undefined")
-    ranks = rankdata(scores)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return auroc(scores, labels)
 
 
 def carry_neurons(model, data: Dataset, rows: Tensor, column: int = 0) -> pd.DataFrame:

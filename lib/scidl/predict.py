@@ -1,0 +1,216 @@
+"""Q1 and Q2 predictors, fitted on one set of runs and scored on a disjoint one.
+
+Q1 (before training): will a config show the phenomenon, and by which step? `fit_q1` fits a
+logistic regression on standardised config features for the yes/no, and a least-squares line of
+log10(step) on the same features (log-transformed where asked: the power laws t ∝ f^-a of Nanda et
+al. and t ∝ 1/wd of Omnigrok are lines in log-log) for the step. `early_features` gives the
+early-training variant its inputs: the logged curves over the first `frac` of the steps.
+Baselines: the majority class, and the best single-feature threshold chosen on the fitting set
+(a critical data fraction, as in Varma et al. 2023).
+
+Q2 (from weights): `detector_scores` turns a per-checkpoint statistic into AUROC against the
+benchmark label, a threshold chosen on fitting runs, its precision on scoring runs, and its lead
+(steps before the benchmark crosses its level that the detector fires).
+
+`check_disjoint` refuses fitting and scoring sets that share a config: the held-out sets are never
+used for fitting or for choosing thresholds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from scidl.errors import ScidlError
+from scidl.scoring import auroc
+
+
+def check_disjoint(fit: list, score: list) -> None:
+    """Raise ScidlError if any config (by hash) is in both `fit` and `score`."""
+    shared = {c.hash for c in fit} & {c.hash for c in score}
+    if shared:
+        raise ScidlError(f"fitting and scoring sets share {len(shared)} config(s) {sorted(shared)[:3]}: "
+                         "held-out configs must never be used for fitting")
+
+
+def _matrix(frame: pd.DataFrame, features: list[str], log: tuple[str, ...]) -> np.ndarray:
+    missing = [f for f in features if f not in frame]
+    if missing:
+        raise ScidlError(f"features={missing} are not allowed: not columns of the frame ({sorted(frame.columns)[:12]}...)")
+    X = frame[features].to_numpy(dtype=float).copy()
+    for j, f in enumerate(features):
+        if f in log:
+            if not (X[:, j] > 0).all():
+                raise ScidlError(f"feature {f!r} with values <= 0 is not allowed on a log scale")
+            X[:, j] = np.log10(X[:, j])
+    if not np.isfinite(X).all():
+        raise ScidlError("features with NaN or infinite values are not allowed")
+    return X
+
+
+def _logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 100) -> np.ndarray:
+    """Return logistic-regression weights (intercept first) by Newton's method with an L2 penalty."""
+    A = np.hstack([np.ones((len(X), 1)), X])
+    w = np.zeros(A.shape[1])
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-A @ w))
+        g = A.T @ (p - y) + l2 * np.r_[0, w[1:]]
+        H = A.T @ (A * (p * (1 - p))[:, None]) + l2 * np.diag(np.r_[0, np.ones(len(w) - 1)])
+        step = np.linalg.solve(H + 1e-9 * np.eye(len(w)), g)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return w
+
+
+@dataclass(frozen=True)
+class Q1Model:
+    """A fitted Q1 predictor: the features, their scaling, logistic weights and the step line."""
+
+    features: tuple[str, ...]
+    log: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    w_shows: np.ndarray
+    w_step: np.ndarray | None  # log10(step) = w0 + w . x; None if fewer than 3 fitting runs showed it
+
+    def _x(self, frame: pd.DataFrame) -> np.ndarray:
+        return (_matrix(frame, list(self.features), self.log) - self.mean) / self.std
+
+    def probability(self, frame: pd.DataFrame) -> np.ndarray:
+        A = np.hstack([np.ones((len(frame), 1)), self._x(frame)])
+        return 1 / (1 + np.exp(-A @ self.w_shows))
+
+    def step(self, frame: pd.DataFrame) -> np.ndarray:
+        if self.w_step is None:
+            raise ScidlError("this Q1 model has no step line: fewer than 3 fitting runs showed the phenomenon")
+        A = np.hstack([np.ones((len(frame), 1)), self._x(frame)])
+        return 10 ** (A @ self.w_step)
+
+
+def fit_q1(frame: pd.DataFrame, features: list[str], shows: str = "shows", step: str = "step",
+           log: tuple[str, ...] = (), l2: float = 1.0) -> Q1Model:
+    """Fit Q1 on `frame` (one row per run): `shows` (bool) and, where it is true, `step`. `l2` is the
+    ridge penalty on the standardised logistic weights (a separable fitting set would otherwise push
+    them to infinity and every prediction to 0 or 1)."""
+    X = _matrix(frame, features, log)
+    y = frame[shows].to_numpy(dtype=bool)
+    mean, std = X.mean(0), X.std(0)
+    std[std == 0] = 1.0
+    Z = (X - mean) / std
+    w_shows = _logistic(Z, y.astype(float), l2=l2)
+    w_step = None
+    if y.sum() >= 3:
+        A = np.hstack([np.ones((int(y.sum()), 1)), Z[y]])
+        w_step = np.linalg.lstsq(A, np.log10(frame.loc[y, step].to_numpy(dtype=float)), rcond=None)[0]
+    return Q1Model(tuple(features), tuple(log), mean, std, w_shows, w_step)
+
+
+def best_threshold(frame: pd.DataFrame, features: list[str], shows: str = "shows") -> tuple[str, float, bool]:
+    """Return the single feature, threshold and side (True: shows when feature >= threshold) with the
+    best accuracy on `frame` (ties: the first feature, the lowest threshold)."""
+    y = frame[shows].to_numpy(dtype=bool)
+    best = (-1.0, features[0], math.inf, True)
+    for f in features:
+        values = np.sort(frame[f].unique())
+        cuts = np.r_[values, values[-1] + 1]
+        for t in cuts:
+            for above in (True, False):
+                pred = frame[f].to_numpy() >= t if above else frame[f].to_numpy() < t
+                acc = float((pred == y).mean())
+                if acc > best[0]:
+                    best = (acc, f, float(t), above)
+    return best[1], best[2], best[3]
+
+
+def score_q1(model: Q1Model, fit: pd.DataFrame, held_out: pd.DataFrame, shows: str = "shows", step: str = "step",
+             threshold_features: list[str] | None = None) -> dict:
+    """Return Q1's scores on `held_out`: accuracy (p >= 0.5), AUROC (NaN if one class), the median
+    |log10 error| of the step over held-out runs that showed it, and the two baselines' accuracy
+    (majority class of `fit`; the best single-feature threshold chosen on `fit`)."""
+    y = held_out[shows].to_numpy(dtype=bool)
+    prob = model.probability(held_out)
+    majority = bool(fit[shows].mean() >= 0.5)
+    f, t, above = best_threshold(fit, threshold_features or list(model.features), shows)
+    thr_pred = held_out[f].to_numpy() >= t if above else held_out[f].to_numpy() < t
+    out = {"n_fit": len(fit), "n_held_out": len(held_out), "accuracy": float(((prob >= 0.5) == y).mean()),
+           "auroc": auroc(prob, y) if 0 < y.sum() < len(y) else math.nan,
+           "majority_accuracy": float((y == majority).mean()),
+           "threshold_accuracy": float((thr_pred == y).mean()),
+           "threshold_rule": f"{f} {'>=' if above else '<'} {t:g}"}
+    if model.w_step is not None and y.sum():
+        err = np.abs(np.log10(model.step(held_out[y])) - np.log10(held_out.loc[y, step].to_numpy(dtype=float)))
+        out["median_abs_log10_step_error"] = float(np.median(err))
+    else:
+        out["median_abs_log10_step_error"] = math.nan
+    return out
+
+
+def early_features(metrics: pd.DataFrame, frac: float = 0.1, columns: tuple[str, ...] = ("train_loss", "test_loss"),
+                   n_points: int = 4, total_steps: int | None = None) -> dict[str, float]:
+    """Return log10 of each column at `n_points` evenly spaced evaluations within the first `frac` of
+    the run's steps after step 0 (the curve an early-training predictor may read; step 0 is the
+    initialisation, not training), named `<column>@<i>`."""
+    total = int(metrics.step.max()) if total_steps is None else total_steps
+    early = metrics[(metrics.step > 0) & (metrics.step <= frac * total)]
+    if len(early) < n_points:
+        raise ScidlError(f"frac={frac} is not allowed here: the first {frac:.0%} of the run has {len(early)} "
+                         f"evaluations, fewer than n_points={n_points} (evaluate more often)")
+    pick = early.iloc[np.linspace(0, len(early) - 1, n_points).round().astype(int)]
+    return {f"{c}@{i}": float(np.log10(max(v, 1e-12))) for i, (_, r) in enumerate(pick.iterrows())
+            for c, v in ((c, r[c]) for c in columns)}
+
+
+def detector_scores(fit: pd.DataFrame, held_out: pd.DataFrame, statistic: str, label: str = "label",
+                    step: str = "step", run: str = "hash", level_step: str = "level_step") -> dict:
+    """Return a Q2 detector's scores: AUROC of `statistic` for `label` over the held-out checkpoints;
+    the threshold (best accuracy on the fitting checkpoints); on held-out checkpoints its precision;
+    and per held-out run that reached the level, the lead = level_step - first step the detector fires
+    (NaN if it never fires), with the median lead and the share of those runs flagged at least twice as
+    early (fire step <= level_step / 2)."""
+    y = held_out[label].to_numpy(dtype=bool)
+    t = _best_cut(fit[statistic].to_numpy(dtype=float), fit[label].to_numpy(dtype=bool))
+    fired = held_out[statistic].to_numpy(dtype=float) >= t
+    leads, twice = [], []
+    for _, g in held_out.groupby(run):
+        lvl = g[level_step].iloc[0]
+        if pd.isna(lvl):
+            continue
+        on = g.loc[g[statistic] >= t, step]
+        first = on.min() if len(on) else math.nan
+        leads.append(lvl - first)
+        twice.append(bool(first <= lvl / 2) if not math.isnan(first) else False)
+    return {"auroc": auroc(held_out[statistic], y) if 0 < y.sum() < len(y) else math.nan, "threshold": t,
+            "precision": float(y[fired].mean()) if fired.any() else math.nan,
+            "median_lead": float(np.nanmedian(leads)) if leads and not np.isnan(leads).all() else math.nan,
+            "twice_as_early": float(np.mean(twice)) if twice else math.nan, "n_runs": len(leads)}
+
+
+def _best_cut(x: np.ndarray, y: np.ndarray) -> float:
+    """Return the threshold t (predict y when x >= t) with the best accuracy on (x, y)."""
+    cuts = np.unique(x)
+    accs = [float(((x >= c) == y).mean()) for c in cuts]
+    return float(cuts[int(np.argmax(accs))])
+
+
+def q1_configs(base, frac_trains: list[float], weight_decays: list[float], n_held_out: int, seed: int = 8,
+               held_out_seed0: int = 100) -> tuple[list, list]:
+    """Return (fitting configs, held-out configs) for a Q1 sweep over train fraction x weight decay.
+
+    Fitting: the grid, seed 0. Held-out: `n_held_out` configs drawn with `seed`, train fraction
+    uniform and weight decay log-uniform over the grid's ranges, each with its own seed from
+    `held_out_seed0` (2 decimals and 3 significant digits, so they print exactly). check_disjoint
+    refuses the pair if any held-out config is a fitting config."""
+    if not frac_trains or not weight_decays or min(weight_decays) <= 0:
+        raise ScidlError(f"frac_trains={frac_trains!r}, weight_decays={weight_decays!r} are not allowed: "
+                         "need non-empty grids and positive weight decays (sampled on a log scale)")
+    fit = [base.replace(frac_train=f, weight_decay=w, seed=0, data_seed=0) for f in frac_trains for w in weight_decays]
+    rng = np.random.default_rng(seed)
+    lo, hi = np.log10(min(weight_decays)), np.log10(max(weight_decays))
+    held = [base.replace(frac_train=round(float(rng.uniform(min(frac_trains), max(frac_trains))), 2),
+                         weight_decay=float(f"{10 ** rng.uniform(lo, hi):.3g}"),
+                         seed=held_out_seed0 + i, data_seed=held_out_seed0 + i) for i in range(n_held_out)]
+    check_disjoint(fit, held)
+    return fit, held
