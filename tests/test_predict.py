@@ -81,3 +81,6 @@ def test_detector_scores_on_planted_checkpoints():
     assert s["median_lead"] == 100.0 and s["twice_as_early"] == pytest.approx(1 / 3)
     assert s["precision"] == pytest.approx(ck.label[ck.stat >= 1].mean())
     assert 0.5 < s["auroc"] < 1
+    assert predict.detector_scores(None, ck, "stat", threshold=1.0) == s
+    with pytest.raises(ScidlError, match="not both"):
+        predict.detector_scores(ck, ck, "stat", threshold=1.0)

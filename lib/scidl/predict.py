@@ -163,15 +163,20 @@ def early_features(metrics: pd.DataFrame, frac: float = 0.1, columns: tuple[str,
             for c, v in ((c, r[c]) for c in columns)}
 
 
-def detector_scores(fit: pd.DataFrame, held_out: pd.DataFrame, statistic: str, label: str = "label",
-                    step: str = "step", run: str = "hash", level_step: str = "level_step") -> dict:
+def detector_scores(fit: pd.DataFrame | None, held_out: pd.DataFrame, statistic: str, label: str = "label",
+                    step: str = "step", run: str = "hash", level_step: str = "level_step",
+                    threshold: float | None = None) -> dict:
     """Return a Q2 detector's scores: AUROC of `statistic` for `label` over the held-out checkpoints;
     the threshold (best accuracy on the fitting checkpoints); on held-out checkpoints its precision;
     and per held-out run that reached the level, the lead = level_step - first step the detector fires
     (NaN if it never fires), with the median lead and the share of those runs flagged at least twice as
-    early (fire step <= level_step / 2)."""
+    early (fire step <= level_step / 2). A fixed `threshold` (chosen before, elsewhere) replaces the
+    fitted one; then `fit` must be None, so no scored checkpoint can choose it."""
+    if (threshold is None) == (fit is None):
+        raise ScidlError("give either fitting checkpoints (fit) or a fixed threshold, not both or neither")
     y = held_out[label].to_numpy(dtype=bool)
-    t = _best_cut(fit[statistic].to_numpy(dtype=float), fit[label].to_numpy(dtype=bool))
+    t = threshold if threshold is not None else _best_cut(fit[statistic].to_numpy(dtype=float),
+                                                          fit[label].to_numpy(dtype=bool))
     fired = held_out[statistic].to_numpy(dtype=float) >= t
     leads, twice = [], []
     for _, g in held_out.groupby(run):

@@ -102,7 +102,8 @@ def check_claims(run, explanation: Explanation, example: tuple[int, int] = (17, 
     head lowers digit d's accuracy by >= `min_drop`; ablating the carry head costs carry prompts
     >= `min_drop` more accuracy than no-carry prompts; and on `example` (a + b with a units carry,
     "why is 17 + 25 = 42"), ablating the carry head drops the carry from the tens digit (the model
-    then answers as if the units did not carry). Columns claim, predicted, observed, passed."""
+    then answers as if the units did not carry); and the named cells beat every random mechanism of
+    the same size by 0.2 faithfulness. Columns claim, predicted, observed, passed."""
     from scidl.phenomena.addition.task import encode
 
     model, data = run.load_model(), make_dataset(run.config.task)
@@ -141,4 +142,8 @@ def check_claims(run, explanation: Explanation, example: tuple[int, int] = (17, 
                  "predicted": f"clean answer {a + b}; with the carry head ablated the tens digit becomes {no_carry}",
                  "observed": f"clean {number(clean_ans)}, ablated {number(ablated_ans)}",
                  "passed": number(clean_ans) == a + b and tens == no_carry})
+    rows.append({"claim": "the named head cells are a faithful mechanism",
+                 "predicted": "faithfulness beats every random same-size mechanism by >= 0.2",
+                 "observed": f"{explanation.score:.3f} vs best random {explanation.random_score:.3f}",
+                 "passed": explanation.beats_random(0.2)})
     return pd.DataFrame(rows)

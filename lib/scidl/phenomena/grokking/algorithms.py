@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from scidl.errors import ScidlError
+from scidl.phenomena.grokking.circuits import all_tokens
 
 PIZZA_Q = 0.5  # distance irrelevance below this: a pizza (our threshold; the paper reads plots)
 
@@ -42,14 +43,18 @@ def _check_add(model, task) -> int:
     return task.p
 
 
+def _grid(model, task) -> tuple[Tensor, Tensor]:
+    """Return the logits over every (a, b) pair (row a·p + b) in float64 and the answers (a + b) mod p."""
+    p = _check_add(model, task)
+    tokens = all_tokens(p)
+    with torch.no_grad():
+        return model.last_logits(tokens).double(), (tokens[:, 0] + tokens[:, 1]) % p
+
+
 def correct_logits(model, task) -> Tensor:
     """Return Q(a, b, a+b) over the (a, b) grid, shape (p, p), float64."""
-    p = _check_add(model, task)
-    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
-    tokens = torch.stack([a.flatten(), b.flatten(), torch.full((p * p,), p)], dim=1)
-    with torch.no_grad():
-        logits = model.last_logits(tokens).double()
-    return logits[torch.arange(p * p), (a.flatten() + b.flatten()) % p].view(p, p)
+    logits, answers = _grid(model, task)
+    return logits[torch.arange(len(answers)), answers].view(task.p, task.p)
 
 
 def distance_irrelevance_of(Q: Tensor) -> float:
@@ -115,8 +120,5 @@ def label(q: float, accuracy: float) -> str:
 
 def accuracy(model, task) -> float:
     """Return the model's accuracy on modular addition over all p^2 pairs."""
-    p = _check_add(model, task)
-    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
-    tokens = torch.stack([a.flatten(), b.flatten(), torch.full((p * p,), p)], dim=1)
-    with torch.no_grad():
-        return float((model.last_logits(tokens).argmax(-1) == (a.flatten() + b.flatten()) % p).double().mean())
+    logits, answers = _grid(model, task)
+    return float((logits.argmax(-1) == answers).double().mean())

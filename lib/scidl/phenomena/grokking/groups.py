@@ -29,7 +29,7 @@ from torch import Tensor
 
 from scidl.config import ModelConfig, TrainConfig, check_field_choice, check_field_int, check_memory, fail, normalize
 from scidl.errors import ScidlError
-from scidl.phenomena.grokking.task import Dataset
+from scidl.phenomena.grokking.task import Dataset, full_batch_bytes, train_mask
 
 GROUPS = {"S3": 3, "S4": 4, "S5": 5}  # name -> n; S6 would mean 518,400 pairs
 
@@ -224,11 +224,9 @@ class GroupTask:
         return self.p
 
     def check_run(self, model: ModelConfig, train: TrainConfig) -> None:
-        """Refuse a run whose full-batch training would not fit in memory (as ModularTask.check_run)."""
-        m = model
-        per_pair = 32.0 * self.p + 16.0 * m.d_mlp + 48.0 * m.d_model * max(m.n_layers, 1)
-        check_memory("RunConfig", "task.group", self.group, self.p**2 * per_pair,
-                     f"full-batch training of {m.arch} (d_model={m.d_model}, d_mlp={m.d_mlp})")
+        """Refuse a run whose full-batch training would not fit in memory (full_batch_bytes)."""
+        check_memory("RunConfig", "task.group", self.group, full_batch_bytes(self.p**2, self.p, model),
+                     f"full-batch training of {model.arch} (d_model={model.d_model}, d_mlp={model.d_mlp})")
 
 
 @dataclass(frozen=True)
@@ -245,7 +243,4 @@ def make_dataset(task: GroupTask) -> GroupDataset:
     pairs = torch.stack([a.flatten(), b.flatten()], dim=1)
     labels = task.symmetric_group.table[pairs[:, 0], pairs[:, 1]]
     tokens = torch.cat([pairs, torch.full((len(pairs), 1), g)], dim=1)
-    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(task.data_seed))
-    is_train = torch.zeros(len(pairs), dtype=torch.bool)
-    is_train[order[: task.n_train]] = True
-    return GroupDataset(tokens, labels, is_train, g)
+    return GroupDataset(tokens, labels, train_mask(len(pairs), task.n_train, task.data_seed), g)

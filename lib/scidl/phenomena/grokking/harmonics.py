@@ -34,7 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from scidl.errors import ScidlError, describe
+from scidl.errors import ScidlError, describe, scalar
 from scidl.phenomena.grokking.fourier import make_fourier_basis
 from scidl.phenomena.grokking.task import is_prime
 
@@ -105,8 +105,6 @@ def additive_basis(p: int) -> Basis:
 
 def primitive_root(p: int) -> int:
     """Return the smallest generator of the multiplicative group Z_p^* (p prime)."""
-    from scidl.errors import scalar
-
     p = scalar(p)
     if isinstance(p, bool) or not isinstance(p, int) or p < 3 or not is_prime(p):
         raise ScidlError(f"p={p!r} is not allowed: must be a prime >= 3")
@@ -128,8 +126,6 @@ def dlog_basis(p: int) -> Basis:
     """Return the Fourier basis of Z_p^* ≅ Z_{p-1} read through the discrete log (mul, div): the
     function x -> cos(2πk·log_g(x)/(p-1)) etc. on x = 1 .. p-1; the column of 0 is zero.
     Components 1 .. (p-1)/2 (the last has one row, since p-1 is even)."""
-    from scidl.errors import scalar
-
     p = scalar(p)
     log = discrete_log(p)
     cyc, comps = cyclic_basis(p - 1)

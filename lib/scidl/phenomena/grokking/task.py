@@ -98,16 +98,28 @@ class ModularTask:
         return self.p
 
     def check_run(self, model: ModelConfig, train: TrainConfig) -> None:
-        """Refuse a run whose full-batch training would not fit in memory (estimated per pair:
-        float64 logits and their gradient, MLP activations, the residual stream)."""
-        n, m = n_pairs(self.p, self.op), model
-        per_pair = 32.0 * self.p + 16.0 * m.d_mlp + 48.0 * m.d_model * max(m.n_layers, 1)
-        weights = 16.0 * (2 * self.p * max(m.d_model, m.d_mlp) + 6 * m.n_layers * m.d_model * m.d_mlp)
-        check_memory("RunConfig", "task.p", self.p, n * per_pair + weights,
-                     f"full-batch training of {m.arch} (d_model={m.d_model}, d_mlp={m.d_mlp})")
+        """Refuse a run whose full-batch training would not fit in memory (full_batch_bytes)."""
+        check_memory("RunConfig", "task.p", self.p, full_batch_bytes(n_pairs(self.p, self.op), self.p, model),
+                     f"full-batch training of {model.arch} (d_model={model.d_model}, d_mlp={model.d_mlp})")
 
 
 TaskConfig = ModularTask  # the name before phenomena were plug-ins
+
+
+def full_batch_bytes(n: int, p: int, m: ModelConfig) -> float:
+    """Return the estimated memory of full-batch training on n pairs with p answers: per pair, float64
+    logits and their gradient, MLP activations and the residual stream; plus the weights with AdamW's state."""
+    per_pair = 32.0 * p + 16.0 * m.d_mlp + 48.0 * m.d_model * max(m.n_layers, 1)
+    weights = 16.0 * (2 * p * max(m.d_model, m.d_mlp) + 6 * m.n_layers * m.d_model * m.d_mlp)
+    return n * per_pair + weights
+
+
+def train_mask(n: int, n_train: int, seed: int) -> Bool[Tensor, "n"]:
+    """Return the train split of n pairs: the first n_train of a permutation drawn with `seed`."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    is_train = torch.zeros(n, dtype=torch.bool)
+    is_train[order[:n_train]] = True
+    return is_train
 
 
 @dataclass(frozen=True)
@@ -135,8 +147,4 @@ def make_dataset(task: ModularTask) -> Dataset:
     labels = OPERATIONS[task.op](pairs[:, 0], pairs[:, 1], task.p)
     equals = torch.full((len(pairs), 1), task.p)  # the '=' token is p
     tokens = torch.cat([pairs, equals], dim=1)  # (n, 3)
-    gen = torch.Generator().manual_seed(task.data_seed)
-    order = torch.randperm(len(pairs), generator=gen)
-    is_train = torch.zeros(len(pairs), dtype=torch.bool)
-    is_train[order[: round(task.frac_train * len(pairs))]] = True
-    return Dataset(tokens, labels, is_train, task.p)
+    return Dataset(tokens, labels, train_mask(len(pairs), round(task.frac_train * len(pairs)), task.data_seed), task.p)

@@ -4,7 +4,10 @@
 spectrum in the basis that fits its operation (`harmonics.basis_for`) and in the other cyclic basis,
 its per-neuron concentration with the value-shuffled control, and for modular addition the clock /
 pizza statistics (`algorithms`). `universality_table(frame)` groups the readings by (operation,
-architecture) with 95 % Wilson intervals on the grok fraction.
+architecture) with 95 % Clopper-Pearson intervals on the grok fraction.
+
+"Grokked" here means test accuracy >= 0.99 within the budget (generalization, not necessarily
+delayed: grokking's own `is_grokking` asks for a 5x delay after memorization).
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ def read_run(run, shuffle_seed: int = 0, n_triples: int = 1000) -> dict:
     W = harmonics.operand_weights(model)
     fitting = harmonics.basis_for(task)
     spec = harmonics.spectrum(W, fitting)
-    k = min(TOP, len(spec.shares))
+    k, key = min(TOP, len(spec.shares)), spec.candidates(MASS)
     row = {
         "op": task.op, "arch": cfg.model.arch,
         "width": cfg.model.d_mlp if cfg.model.arch == "mlp" else cfg.model.d_model,
@@ -42,14 +45,12 @@ def read_run(run, shuffle_seed: int = 0, n_triples: int = 1000) -> dict:
         "grokked": summary["grok_step"] is not None, "grok_step": summary["grok_step"],
         "final_test_acc": float(run.metrics.test_acc.iloc[-1]),
         "basis": fitting.name, "top_share": spec.top_share(k),
-        "sparse": spec.is_sparse(MASS), "key": spec.candidates(MASS),
-        "key_share": sum(spec.shares[c] for c in spec.candidates(MASS)),
-        "key_chance": sum(spec.chance[c] for c in spec.candidates(MASS)),
+        "sparse": spec.is_sparse(MASS), "key": key, "n_key": len(key),
+        "key_share": sum(spec.shares[c] for c in key), "key_chance": sum(spec.chance[c] for c in key),
         "top5": spec.ranked()[:k],
         "concentration": harmonics.neuron_concentration(W, fitting),
         "concentration_shuffled": harmonics.neuron_concentration(harmonics.shuffled(W, shuffle_seed), fitting),
     }
-    row["n_key"] = len(row["key"])
     other = _other(task)
     if other is not None:
         basis = harmonics.basis_for(task, other)
@@ -65,7 +66,7 @@ def read_run(run, shuffle_seed: int = 0, n_triples: int = 1000) -> dict:
 
 
 def universality_table(readings: pd.DataFrame) -> pd.DataFrame:
-    """Return one row per (op, arch): runs, grok fraction with its 95 % interval, median grok step
+    """Return one row per (op, arch): runs, grok fraction with its 95 % Clopper-Pearson interval, median grok step
     (of the runs that grokked), median number of key components, their energy share and chance share
     (medians), per-neuron concentration (mean), and the algorithm labels counted."""
     rows = []
