@@ -325,3 +325,16 @@ def test_gradient_symmetricity_refuses_the_one_hot_mlp():
     cfg = scidl.make_config(arch="mlp", p=23, d_mlp=32)
     with pytest.raises(ScidlError, match="by construction"):
         algorithms.gradient_symmetricity(scidl.make_model(cfg.model, cfg.task), cfg.task)
+
+
+def test_reading_is_distance_irrelevance_accuracy_and_label_from_one_grid():
+    p = 23
+    task = scidl.ModularTask(op="add", p=p)
+    a, b, c = _grid(p)
+    logits = torch.cos(2 * math.pi * 3 * (a + b - c) / p) + 0.1 * torch.randn(
+        p, p, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    model = _Logits(logits)
+    r = algorithms.reading(model, task)
+    assert r["distance_irrelevance"] == algorithms.distance_irrelevance(model, task)
+    assert r["accuracy"] == algorithms.accuracy(model, task) == 1.0
+    assert r["algorithm"] == algorithms.label(r["distance_irrelevance"], 1.0) == "clock"

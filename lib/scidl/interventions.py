@@ -226,6 +226,13 @@ def activation_patching(model, clean: Tensor, corrupt: Tensor, components: list[
         _, cache = model.run_with_cache(clean)
         m_clean, m_corrupt = float(_metric_value(metric, model(clean))), float(_metric_value(metric, model(corrupt)))
     _check_gap(m_clean, m_corrupt)
+    return patched_effects(model, corrupt, components, metric, cache, m_clean, m_corrupt)
+
+
+def patched_effects(model, corrupt: Tensor, components: list[str], metric: Callable[[Tensor], Tensor], cache: Any,
+                    m_clean: float, m_corrupt: float) -> pd.DataFrame:
+    """Return activation patching's table given the clean cache and both metrics already computed:
+    one corrupt forward per component, with that component's clean activation patched in."""
     rows = []
     for component in components:
         name, index, pos = parse_component(component)
@@ -239,7 +246,7 @@ def activation_patching(model, clean: Tensor, corrupt: Tensor, components: list[
             m = float(_metric_value(metric, model.run_with_hooks(corrupt, fwd_hooks=[(name, patch)])))
         rows.append({"component": component, "metric": m,
                      "effect": (m - m_corrupt) / (m_clean - m_corrupt)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["component", "metric", "effect"])
 
 
 def attribution_patching(model, clean: Tensor, corrupt: Tensor, components: list[str],

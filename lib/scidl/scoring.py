@@ -1,9 +1,9 @@
 """Scoring the understanding (issue 16's yardsticks): counted passes, Q3 localization under a budget,
 and the statistics the scorecard reports.
 
-- `PassCounter(model)`: counts the model's forward passes (calls of its root module) and backward
-  passes (gradients that flow back through its output), by hooks on the model itself, so a budget is
-  measured, never asserted.
+- `PassCounter(model)`: counts the model's forward passes (calls of its forward) and backward
+  passes (gradients that flow back through its output), by instrumenting the model itself, so a
+  budget is measured, never asserted.
 - `localize(...)`: Q3. Attribution patching (a clean and a corrupt forward, one backward) ranks every
   component; the `confirm` components with the largest estimates are then activation-patched (one
   forward each, reusing the clean cache), so the whole search costs 2 + confirm forward passes.
@@ -46,7 +46,7 @@ def auroc(scores: Any, labels: Any) -> float:
 class PassCounter:
     """Context manager counting `model`'s forward and backward passes while it is active.
 
-    A forward pass is one call of the model's root module (a batch of any size: `model(x)`,
+    A forward pass is one call of the model's forward (a batch of any size: `model(x)`,
     `run_with_hooks`, `run_with_cache`); a backward pass is one gradient flowing back through an
     output of such a call."""
 
@@ -89,18 +89,9 @@ def localize(model, clean: Tensor, corrupt: Tensor, components: list[str], metri
     with PassCounter(model) as passes:
         table, clean_cache, m_clean, m_corrupt = interventions.attribution(model, clean, corrupt, components, metric)
         order = table.effect.abs().sort_values(ascending=False, kind="stable").index
-        confirmed = {}
-        for component in table.component[order[:confirm]]:
-            name, index, pos = interventions.parse_component(component)
-
-            def patch(act, hook, name=name, index=index, pos=pos):
-                act = act.clone()
-                s = interventions._slot(name, act, index, pos)
-                act[s] = clean_cache[name][s]
-                return act
-            with torch.no_grad():
-                m = float(metric(model.run_with_hooks(corrupt, fwd_hooks=[(name, patch)])))
-            confirmed[component] = (m - m_corrupt) / (m_clean - m_corrupt)
+        top = list(table.component[order[:confirm]])
+        patched = interventions.patched_effects(model, corrupt, top, metric, clean_cache, m_clean, m_corrupt)
+    confirmed = dict(zip(patched.component, patched.effect))
     out = table.rename(columns={"effect": "estimate"})
     out["confirmed"] = out.component.map(confirmed).astype(float)
     out["score"] = out.confirmed.where(out.confirmed.notna(), out.estimate)

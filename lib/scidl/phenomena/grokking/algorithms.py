@@ -51,10 +51,18 @@ def _grid(model, task) -> tuple[Tensor, Tensor]:
         return model.last_logits(tokens).double(), (tokens[:, 0] + tokens[:, 1]) % p
 
 
+def _correct(logits: Tensor, answers: Tensor) -> Tensor:
+    p = logits.shape[1]
+    return logits[torch.arange(len(answers)), answers].view(p, p)
+
+
+def _accuracy(logits: Tensor, answers: Tensor) -> float:
+    return float((logits.argmax(-1) == answers).double().mean())
+
+
 def correct_logits(model, task) -> Tensor:
     """Return Q(a, b, a+b) over the (a, b) grid, shape (p, p), float64."""
-    logits, answers = _grid(model, task)
-    return logits[torch.arange(len(answers)), answers].view(task.p, task.p)
+    return _correct(*_grid(model, task))
 
 
 def distance_irrelevance_of(Q: Tensor) -> float:
@@ -72,6 +80,13 @@ def distance_irrelevance_of(Q: Tensor) -> float:
                          "irrelevance is 0/0, undefined")
     within = torch.stack([values[d == k].std(unbiased=False) for k in range(p)])
     return float(within.mean() / overall)
+
+
+def reading(model, task) -> dict[str, float | str]:
+    """Return distance irrelevance q, accuracy over all pairs and the label, from one grid forward."""
+    logits, answers = _grid(model, task)
+    q, acc = distance_irrelevance_of(_correct(logits, answers)), _accuracy(logits, answers)
+    return {"distance_irrelevance": q, "accuracy": acc, "algorithm": label(q, acc)}
 
 
 def distance_irrelevance(model, task) -> float:
@@ -120,5 +135,4 @@ def label(q: float, accuracy: float) -> str:
 
 def accuracy(model, task) -> float:
     """Return the model's accuracy on modular addition over all p^2 pairs."""
-    logits, answers = _grid(model, task)
-    return float((logits.argmax(-1) == answers).double().mean())
+    return _accuracy(*_grid(model, task))

@@ -57,11 +57,11 @@ def read_run(run, shuffle_seed: int = 0, n_triples: int = 1000) -> dict:
         row["top_share_other"] = harmonics.spectrum(W, basis).top_share(k)
         row["concentration_other"] = harmonics.neuron_concentration(W, basis)
     if task.kind == "grokking" and task.op == "add":
-        q = algorithms.distance_irrelevance(model, task)
-        row["distance_irrelevance"] = q
+        read = algorithms.reading(model, task)
+        row["distance_irrelevance"] = read["distance_irrelevance"]
         row["gradient_symmetricity"] = (algorithms.gradient_symmetricity(model, task, n_triples)
                                         if cfg.model.arch == "transformer" else math.nan)  # 1 by construction
-        row["algorithm"] = algorithms.label(q, algorithms.accuracy(model, task))
+        row["algorithm"] = read["algorithm"]
     return row
 
 
