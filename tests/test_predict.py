@@ -29,6 +29,26 @@ def test_fitting_and_scoring_sets_must_be_disjoint():
     source = "".join("".join(c["source"]) for c in json.loads(
         (ROOT / "notebooks" / "08_automate_and_score.ipynb").read_text())["cells"])
     assert "predict.q1_configs(" in source  # notebook 08's sets are built (and checked) here
+    assert "predict.sample_configs(" in source  # addition's too
+
+
+def test_sample_configs_draws_within_the_grid_and_derives_fields():
+    base = scidl.make_config(kind="addition", n_digits=2, d_model=64, n_heads=4, d_mlp=256, steps=10)
+    fit, held = predict.sample_configs(base, {"d_model": [16, 32, 96], "frac_train": [0.2, 0.5]}, 30, seed=3,
+                                       multiple_of={"d_model": 4}, derive=lambda c: {"d_mlp": 4 * c["d_model"]})
+    assert [(c.model.d_model, c.task.frac_train) for c in fit] == [(d, f) for d in (16, 32, 96) for f in (0.2, 0.5)]
+    assert all(c.model.d_mlp == 4 * c.model.d_model for c in fit + held)
+    ds, fs = [c.model.d_model for c in held], [c.task.frac_train for c in held]
+    assert all(d % 4 == 0 and 16 <= d <= 96 for d in ds) and len(set(ds)) > 5  # int field: multiples, whole range
+    assert all(0.2 <= f <= 0.5 and round(f, 2) == f for f in fs)
+    assert [c.train.seed for c in held] == list(range(100, 130)) and {c.train.seed for c in fit} == {0}
+    again = predict.sample_configs(base, {"d_model": [16, 32, 96], "frac_train": [0.2, 0.5]}, 30, seed=3,
+                                   multiple_of={"d_model": 4}, derive=lambda c: {"d_mlp": 4 * c["d_model"]})
+    assert [c.hash for c in again[1]] == [c.hash for c in held]  # fixed by the seed
+    with pytest.raises(ScidlError, match="log scale"):
+        predict.sample_configs(base, {"frac_train": [0.0, 0.5]}, 2, seed=0, log=("frac_train",))
+    with pytest.raises(ScidlError, match="non-empty"):
+        predict.sample_configs(base, {"frac_train": []}, 2, seed=0)
 
 
 def _planted(n=60, seed=0):
@@ -84,3 +104,106 @@ def test_detector_scores_on_planted_checkpoints():
     assert predict.detector_scores(None, ck, "stat", threshold=1.0) == s
     with pytest.raises(ScidlError, match="not both"):
         predict.detector_scores(ck, ck, "stat", threshold=1.0)
+
+
+def _censored(n, seed, budget=1000.0, sigma=0.05):
+    """Planted: log10 t = 2 - 2 log10 f - log10 wd + N(0, sigma); a run with t > budget is censored."""
+    rng = np.random.default_rng(seed)
+    f = rng.uniform(0.2, 0.9, n)
+    wd = 10 ** rng.uniform(-1, 0.5, n)
+    t = 10 ** (2.0 - 2.0 * np.log10(f) - 1.0 * np.log10(wd) + rng.normal(0, sigma, n))
+    shows = t <= budget
+    return pd.DataFrame({"frac_train": f, "weight_decay": wd, "shows": shows, "step": np.where(shows, t, np.nan)})
+
+
+def test_censored_power_law_recovers_planted_exponents():
+    frame = _censored(300, seed=0)
+    assert 0.2 < frame.shows.mean() < 0.8  # both sides of the budget are present
+    m = predict.fit_censored(frame, ["frac_train", "weight_decay"], budget=1000,
+                             log=("frac_train", "weight_decay"))
+    assert m.w[0] == pytest.approx(2.0, abs=0.03)
+    assert m.exponents() == pytest.approx({"frac_train": -2.0, "weight_decay": -1.0}, abs=0.05)
+    assert m.sigma == pytest.approx(0.05, abs=0.01)
+    # dropping the censored runs instead (least squares on the runs that showed it) is biased: the slow
+    # configs that survive are the lucky ones; the censored fit is not
+    naive = np.linalg.lstsq(np.c_[np.ones(frame.shows.sum()), np.log10(frame[frame.shows][["frac_train", "weight_decay"]])],
+                            np.log10(frame.step[frame.shows]), rcond=None)[0]
+    assert abs(naive[1] + 2.0) > abs(m.w[1] + 2.0)
+    held = _censored(200, seed=1)
+    s = predict.score_q1(m, frame, held)
+    assert s["accuracy"] >= 0.95 and s["auroc"] > 0.99 and s["median_abs_log10_step_error"] < 0.06
+    # P(shows within the budget) is the normal CDF of the margin: 1/2 exactly on the predicted boundary
+    edge = pd.DataFrame({"frac_train": [0.5], "weight_decay": [10 ** (2.0 - 2.0 * np.log10(0.5) - 3.0)]})
+    edge_prob = stats_norm_cdf((3.0 - m.log_step(edge)[0]) / m.sigma)
+    assert m.probability(edge)[0] == pytest.approx(edge_prob) and abs(m.probability(edge)[0] - 0.5) < 0.3
+
+
+def stats_norm_cdf(z):
+    from math import erf, sqrt
+    return 0.5 * (1 + erf(z / sqrt(2)))
+
+
+def test_censored_power_law_bad_input():
+    frame = _censored(40, seed=2)
+    with pytest.raises(ScidlError, match="budget=0"):
+        predict.fit_censored(frame, ["frac_train"], budget=0)
+    with pytest.raises(ScidlError, match="above budget=10"):
+        predict.fit_censored(frame, ["frac_train"], budget=10)
+    none = frame.assign(shows=False, step=np.nan)
+    with pytest.raises(ScidlError, match="0 of 40 runs showed"):
+        predict.fit_censored(none, ["frac_train"], budget=1000)
+
+
+def test_loo_accuracy_uses_only_the_other_rows():
+    frame = _censored(60, seed=3)
+    fit = lambda f: predict.fit_censored(f, ["frac_train", "weight_decay"], budget=1000,
+                                         log=("frac_train", "weight_decay"))
+    assert predict.loo_accuracy(fit, frame) >= 0.9
+    # a family that can only say the fitting majority is scored at the majority's LOO rate, which is lower
+    majority = lambda f: type("M", (), {"probability": lambda self, x: np.full(len(x), float(f.shows.mean() >= 0.5))})()
+    assert predict.loo_accuracy(majority, frame) < predict.loo_accuracy(fit, frame)
+
+
+def test_choose_q1_picks_by_leave_one_out_and_skips_families_that_cannot_fit():
+    frame = _censored(40, seed=4)
+    features, log = ["frac_train", "weight_decay"], ("frac_train", "weight_decay")
+
+    def broken(f):
+        raise ScidlError("cannot fit")
+
+    constant = lambda f: type("C", (), {"probability": lambda self, x: np.zeros(len(x))})()
+    name, model, loo = predict.choose_q1(frame, {"broken": broken, "constant": constant,
+                                                 "censored": lambda f: predict.fit_censored(f, features, 1000, log=log)})
+    assert name == "censored" and np.isnan(loo["broken"]) and loo["censored"] > loo["constant"]
+    assert isinstance(model, predict.CensoredPowerLaw) and len(model.w) == 3
+    with pytest.raises(ScidlError, match="no Q1 family"):
+        predict.choose_q1(frame, {"broken": broken})
+
+
+def test_majority_baseline_on_a_tied_grid_is_the_better_constant():
+    fit = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "shows": [False, False, True, True], "step": [np.nan, np.nan, 5, 5]})
+    held = pd.DataFrame({"x": [1.0, 1.5, 2.0, 4.0], "shows": [False, False, False, True], "step": [np.nan] * 3 + [5]})
+    m = predict.fit_q1(fit, ["x"])
+    assert predict.score_q1(m, fit, held)["majority_accuracy"] == 0.75  # 'no' on held-out, not the tie-break 'yes'
+    untied = pd.concat([fit, fit.iloc[[0]]])
+    assert predict.score_q1(m, untied, held)["majority_accuracy"] == 0.75  # majority 'no' from the grid itself
+    assert predict.score_q1(m, untied, held.assign(shows=~held.shows))["majority_accuracy"] == 0.25
+
+
+def test_early_warning_on_planted_runs():
+    def run(name, level, top, steps=range(0, 1001, 100)):
+        # the statistic climbs linearly to `top` at the level step; level None: the run never generalizes
+        return [{"hash": name, "step": s, "stat": top * min(s / (level or 1000), 1.0),
+                 "eventually": level is not None, "level_step": float(level or math.nan)} for s in steps]
+
+    import math
+    fit = pd.DataFrame(run("g1", 400, 1.0) + run("g2", 600, 1.0) + run("n1", None, 0.3) + run("n2", None, 0.25))
+    held = pd.DataFrame(run("h1", 800, 1.0) + run("h2", 500, 1.0) + run("h3", None, 0.35) + run("h4", None, 0.1))
+    w = predict.early_warning(fit, held, "stat")
+    # the lowest cut above both never-runs' tops flags only generalizing fitting runs
+    assert 0.3 < w["threshold"] <= 1 / 3 + 1e-12
+    # held out: h3 (top 0.35) is a false alarm, h4 is not flagged; h1 fires at 300 of 800, h2 at 200 of 500
+    assert w["precision"] == pytest.approx(2 / 3) and w["recall"] == 1.0 and w["n_runs"] == 4
+    assert w["median_fire_ratio"] == pytest.approx((300 / 800 + 200 / 500) / 2) and w["twice_as_early"] == 1.0
+    never = predict.early_warning(fit.assign(eventually=False), held, "stat")
+    assert math.isnan(never["threshold"]) and math.isnan(never["precision"])

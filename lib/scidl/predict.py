@@ -8,6 +8,16 @@ early-training variant its inputs: the logged curves over the first `frac` of th
 Baselines: the majority class, and the best single-feature threshold chosen on the fitting set
 (a critical data fraction, as in Varma et al. 2023).
 
+`fit_censored` is the other Q1 model, one law for both answers: log10 t = w0 + w . x + noise
+(Gaussian, sd sigma), where t is the step the phenomenon appears and x the log features. A run
+that did not show it within its budget T is right-censored (t > T), not dropped: it enters the
+likelihood as P(t > T), as in a Tobit regression. "Shows within the budget" is then P(t <= T) =
+Phi((log10 T - mu) / sigma) >= 0.5, i.e. the predicted step mu is within the budget. With raw
+(unstandardised) log features the weights are the exponents of the power law, to compare with the
+literature's (t ~ f^-4.95 in Nanda et al.'s transformers, t ~ 1/wd in Omnigrok).
+`loo_accuracy` scores a Q1 model family by leave-one-out on the fitting set alone, so a family is
+chosen without looking at the held-out configs.
+
 Q2 (from weights): `detector_scores` turns a per-checkpoint statistic into AUROC against the
 benchmark label, a threshold chosen on fitting runs, its precision on scoring runs, and its lead
 (steps before the benchmark crosses its level that the detector fires).
@@ -17,11 +27,13 @@ used for fitting or for choosing thresholds.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import optimize, stats
 
 from scidl.errors import ScidlError
 from scidl.scoring import auroc
@@ -83,6 +95,10 @@ class Q1Model:
         A = np.hstack([np.ones((len(frame), 1)), self._x(frame)])
         return 1 / (1 + np.exp(-A @ self.w_shows))
 
+    @property
+    def has_step(self) -> bool:
+        return self.w_step is not None
+
     def step(self, frame: pd.DataFrame) -> np.ndarray:
         if self.w_step is None:
             raise ScidlError("this Q1 model has no step line: fewer than 3 fitting runs showed the phenomenon")
@@ -108,6 +124,79 @@ def fit_q1(frame: pd.DataFrame, features: list[str], shows: str = "shows", step:
     return Q1Model(tuple(features), tuple(log), mean, std, w_shows, w_step)
 
 
+@dataclass(frozen=True)
+class CensoredPowerLaw:
+    """A fitted censored power law: log10 t = w[0] + w[1:] . x, x the features (log10 where asked),
+    noise sd `sigma` (in dex), and the budget (steps) the fitting runs were censored at."""
+
+    features: tuple[str, ...]
+    log: tuple[str, ...]
+    w: np.ndarray
+    sigma: float
+    budget: float
+    has_step = True
+
+    def log_step(self, frame: pd.DataFrame) -> np.ndarray:
+        """Return the predicted log10 step (the median of t) per row."""
+        return self.w[0] + _matrix(frame, list(self.features), self.log) @ self.w[1:]
+
+    def probability(self, frame: pd.DataFrame) -> np.ndarray:
+        """Return P(t <= budget) per row: the probability of showing the phenomenon within the budget."""
+        return stats.norm.cdf((math.log10(self.budget) - self.log_step(frame)) / self.sigma)
+
+    def step(self, frame: pd.DataFrame) -> np.ndarray:
+        return 10 ** self.log_step(frame)
+
+    def exponents(self) -> dict[str, float]:
+        """Return each feature's exponent in t ~ prod x^w (its weight; log features only)."""
+        return {f: float(w) for f, w in zip(self.features, self.w[1:]) if f in self.log}
+
+
+def fit_censored(frame: pd.DataFrame, features: list[str], budget: float, shows: str = "shows",
+                 step: str = "step", log: tuple[str, ...] = (), l2: float = 1e-3) -> CensoredPowerLaw:
+    """Fit the censored power law on `frame` by maximum likelihood: runs where `shows` is true
+    contribute the Gaussian density of log10 `step`, the others P(t > budget). `l2` is a small ridge
+    on the non-intercept weights, so a fitting set where one side is all censored still has a finite
+    fit. Raises ScidlError if fewer than 2 runs showed the phenomenon (no scale to fit)."""
+    if not (isinstance(budget, (int, float)) and budget > 0):
+        raise ScidlError(f"budget={budget!r} is not allowed: must be a positive number of steps")
+    X = _matrix(frame, features, log)
+    y = frame[shows].to_numpy(dtype=bool)
+    if y.sum() < 2:
+        raise ScidlError(f"a fitting set where {int(y.sum())} of {len(y)} runs showed the phenomenon is not "
+                         "allowed: the censored power law needs at least 2 observed steps")
+    t = np.log10(frame.loc[y, step].to_numpy(dtype=float))
+    if (t > math.log10(budget)).any():
+        raise ScidlError(f"steps above budget={budget} are not allowed: a run that showed it did so within the budget")
+    A = np.hstack([np.ones((len(X), 1)), X])
+    cut = math.log10(budget)
+
+    def nll(theta: np.ndarray) -> float:
+        w, log_sigma = theta[:-1], theta[-1]
+        sigma = math.exp(log_sigma)
+        mu = A @ w
+        seen = stats.norm.logpdf(t, mu[y], sigma).sum()
+        censored = stats.norm.logsf(cut, mu[~y], sigma).sum()
+        return -(seen + censored) + l2 * float(w[1:] @ w[1:])
+
+    start = np.r_[np.linalg.lstsq(A[y], t, rcond=None)[0], math.log(max(float(np.std(t)), 0.05))]
+    res = optimize.minimize(nll, start, method="Nelder-Mead" if len(start) <= 2 else "BFGS",
+                            options={"maxiter": 5000})
+    if not np.isfinite(res.fun):
+        raise ScidlError(f"the censored power law did not converge on this fitting set ({res.message})")
+    return CensoredPowerLaw(tuple(features), tuple(log), res.x[:-1], float(math.exp(res.x[-1])), float(budget))
+
+
+def loo_accuracy(fit_fn, frame: pd.DataFrame, shows: str = "shows") -> float:
+    """Return the leave-one-out accuracy of `fit_fn(frame) -> model` on `frame` alone: each row
+    predicted (probability >= 0.5) by a model fitted on the others."""
+    right = []
+    for i in range(len(frame)):
+        model = fit_fn(frame.drop(frame.index[i]))
+        right.append(bool(model.probability(frame.iloc[[i]])[0] >= 0.5) == bool(frame[shows].iloc[i]))
+    return float(np.mean(right))
+
+
 def best_threshold(frame: pd.DataFrame, features: list[str], shows: str = "shows") -> tuple[str, float, bool]:
     """Return the single feature, threshold and side (True: shows when feature >= threshold) with the
     best accuracy on `frame` (ties: the first feature, the lowest threshold)."""
@@ -129,18 +218,21 @@ def score_q1(model: Q1Model, fit: pd.DataFrame, held_out: pd.DataFrame, shows: s
              threshold_features: list[str] | None = None) -> dict:
     """Return Q1's scores on `held_out`: accuracy (p >= 0.5), AUROC (NaN if one class), the median
     |log10 error| of the step over held-out runs that showed it, and the two baselines' accuracy
-    (majority class of `fit`; the best single-feature threshold chosen on `fit`)."""
+    (majority class of `fit`, or the better constant on `held_out` when `fit` is tied; the best
+    single-feature threshold chosen on `fit`)."""
     y = held_out[shows].to_numpy(dtype=bool)
     prob = model.probability(held_out)
     majority = bool(fit[shows].mean() >= 0.5)
+    tied = fit[shows].mean() == 0.5  # no majority: the better constant on held_out (the stronger baseline)
+    majority_accuracy = float(max(y.mean(), 1 - y.mean())) if tied else float((y == majority).mean())
     f, t, above = best_threshold(fit, threshold_features or list(model.features), shows)
     thr_pred = held_out[f].to_numpy() >= t if above else held_out[f].to_numpy() < t
     out = {"n_fit": len(fit), "n_held_out": len(held_out), "accuracy": float(((prob >= 0.5) == y).mean()),
            "auroc": auroc(prob, y) if 0 < y.sum() < len(y) else math.nan,
-           "majority_accuracy": float((y == majority).mean()),
+           "majority_accuracy": majority_accuracy,
            "threshold_accuracy": float((thr_pred == y).mean()),
            "threshold_rule": f"{f} {'>=' if above else '<'} {t:g}"}
-    if model.w_step is not None and y.sum():
+    if model.has_step and y.sum():
         err = np.abs(np.log10(model.step(held_out[y])) - np.log10(held_out.loc[y, step].to_numpy(dtype=float)))
         out["median_abs_log10_step_error"] = float(np.median(err))
     else:
@@ -202,20 +294,104 @@ def _best_cut(x: np.ndarray, y: np.ndarray) -> float:
 
 def q1_configs(base, frac_trains: list[float], weight_decays: list[float], n_held_out: int, seed: int = 8,
                held_out_seed0: int = 100) -> tuple[list, list]:
-    """Return (fitting configs, held-out configs) for a Q1 sweep over train fraction x weight decay.
-
-    Fitting: the grid, seed 0. Held-out: `n_held_out` configs drawn with `seed`, train fraction
-    uniform and weight decay log-uniform over the grid's ranges, each with its own seed from
-    `held_out_seed0` (2 decimals and 3 significant digits, so they print exactly). check_disjoint
-    refuses the pair if any held-out config is a fitting config."""
+    """Return (fitting configs, held-out configs) for a Q1 sweep over train fraction x weight decay:
+    `sample_configs` with weight decay on a log scale (refused unless positive)."""
     if not frac_trains or not weight_decays or min(weight_decays) <= 0:
         raise ScidlError(f"frac_trains={frac_trains!r}, weight_decays={weight_decays!r} are not allowed: "
                          "need non-empty grids and positive weight decays (sampled on a log scale)")
-    fit = [base.replace(frac_train=f, weight_decay=w, seed=0, data_seed=0) for f in frac_trains for w in weight_decays]
+    return sample_configs(base, {"frac_train": frac_trains, "weight_decay": weight_decays}, n_held_out, seed,
+                          held_out_seed0, log=("weight_decay",))
+
+
+def sample_configs(base, grid: dict[str, list], n_held_out: int, seed: int, held_out_seed0: int = 100,
+                   log: tuple[str, ...] = (), multiple_of: dict[str, int] | None = None,
+                   derive=None) -> tuple[list, list]:
+    """Return (fitting configs, held-out configs) for a Q1 sweep over the fields of `grid`.
+
+    Fitting: the grid (every combination), seed 0. Held-out: `n_held_out` configs drawn with `seed`,
+    each field uniform over its grid's range (log-uniform for fields in `log`; float fields rounded
+    to 2 decimals, or 3 significant digits on a log scale, so they print exactly; int fields a
+    multiple of `multiple_of[field]`, default 1), each with its own seed from `held_out_seed0`.
+    `derive(fields) -> dict` adds dependent fields to both sets (e.g. d_mlp = 4 d_model).
+    check_disjoint refuses the pair if any held-out config is a fitting config."""
+    if not grid or any(not v for v in grid.values()):
+        raise ScidlError(f"grid={grid!r} is not allowed: every field needs a non-empty list of values")
+    bad = [f for f in log if min(grid[f]) <= 0]
+    if bad:
+        raise ScidlError(f"grid values <= 0 for {bad} are not allowed on a log scale")
+    multiple_of = multiple_of or {}
+    derive = derive or (lambda fields: {})
+    names = list(grid)
+    combos = [dict(zip(names, values)) for values in itertools.product(*grid.values())]
+    fit = [base.replace(**c, **derive(c), seed=0, data_seed=0) for c in combos]
     rng = np.random.default_rng(seed)
-    lo, hi = np.log10(min(weight_decays)), np.log10(max(weight_decays))
-    held = [base.replace(frac_train=round(float(rng.uniform(min(frac_trains), max(frac_trains))), 2),
-                         weight_decay=float(f"{10 ** rng.uniform(lo, hi):.3g}"),
-                         seed=held_out_seed0 + i, data_seed=held_out_seed0 + i) for i in range(n_held_out)]
+    held = []
+    for i in range(n_held_out):
+        c = {f: _draw(rng, grid[f], f in log, multiple_of.get(f, 1)) for f in names}
+        held.append(base.replace(**c, **derive(c), seed=held_out_seed0 + i, data_seed=held_out_seed0 + i))
     check_disjoint(fit, held)
     return fit, held
+
+
+def _draw(rng: np.random.Generator, values: list, log: bool, multiple: int):
+    lo, hi = min(values), max(values)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return int(multiple * rng.integers(math.ceil(lo / multiple), hi // multiple + 1))
+    if log:
+        return float(f"{10 ** rng.uniform(math.log10(lo), math.log10(hi)):.3g}")
+    return round(float(rng.uniform(lo, hi)), 2)
+
+
+def choose_q1(frame: pd.DataFrame, families: dict, shows: str = "shows") -> tuple[str, object, dict[str, float]]:
+    """Return (name, model fitted on all of `frame`, {name: leave-one-out accuracy}) for the family
+    `families[name](frame) -> model` with the best leave-one-out accuracy on `frame` alone (ties: the
+    first listed). A family that cannot be fitted on some fold (ScidlError) scores NaN and is not
+    chosen; if none can, the error says so."""
+    loo = {}
+    for name, fit_fn in families.items():
+        try:
+            loo[name] = loo_accuracy(fit_fn, frame, shows)
+        except ScidlError:
+            loo[name] = math.nan
+    usable = [n for n in families if not math.isnan(loo[n])]
+    if not usable:
+        raise ScidlError(f"no Q1 family of {list(families)} can be fitted on every leave-one-out fold of this frame")
+    name = max(usable, key=lambda n: loo[n])  # max keeps the first of equals
+    return name, families[name](frame), loo
+
+
+def early_warning(fit: pd.DataFrame, held_out: pd.DataFrame, statistic: str, eventually: str = "eventually",
+                  step: str = "step", run: str = "hash", level_step: str = "level_step",
+                  precision: float = 0.9) -> dict:
+    """Return Q2 read as an early warning: a run is flagged at the first checkpoint where `statistic`
+    >= t, and the flag claims the run will generalize (`eventually`, one bool per run).
+
+    t is the lowest cut at which, on the fitting runs, at least `precision` of the flagged runs
+    eventually generalize (run-level precision; NaN if no cut reaches it). On the held-out runs:
+    run-level precision and recall, and for each flagged run that generalized, fire step / the step
+    its benchmark reached the level (`level_step`): `median_fire_ratio`, and `twice_as_early`, the
+    share of those runs with ratio <= 1/2 (the issue's "2x earlier")."""
+    check = lambda f: f.groupby(run).agg(top=(statistic, "max"), eventually=(eventually, "first"))
+    per_fit = check(fit)
+    t = math.nan
+    for cut in np.unique(fit[statistic].to_numpy(dtype=float)):
+        flagged = per_fit[per_fit.top >= cut]
+        if len(flagged) and flagged.eventually.mean() >= precision:
+            t = float(cut)
+            break
+    out = {"threshold": t, "n_runs": int(held_out[run].nunique()), "precision": math.nan, "recall": math.nan,
+           "median_fire_ratio": math.nan, "twice_as_early": math.nan}
+    if math.isnan(t):
+        return out
+    rows = []
+    for _, g in held_out.groupby(run):
+        on = g.loc[g[statistic] >= t, step]
+        rows.append({"flagged": len(on) > 0, "eventually": bool(g[eventually].iloc[0]),
+                     "ratio": (on.min() / g[level_step].iloc[0]) if len(on) and g[level_step].iloc[0] > 0 else math.nan})
+    r = pd.DataFrame(rows)
+    hits = r[r.flagged & r.eventually].ratio.dropna()
+    out |= {"precision": float(r[r.flagged].eventually.mean()) if r.flagged.any() else math.nan,
+            "recall": float(r[r.eventually].flagged.mean()) if r.eventually.any() else math.nan,
+            "median_fire_ratio": float(hits.median()) if len(hits) else math.nan,
+            "twice_as_early": float((hits <= 0.5).mean()) if len(hits) else math.nan}
+    return out

@@ -15,6 +15,7 @@ from scidl.errors import ScidlError, check_frame, check_number
 from scidl.phenomena.addition.task import CARRY_TYPES, Dataset
 
 THRESHOLD = 0.99  # accuracy that counts as "learned"
+EVAL_CHUNK = 1024  # rows per evaluation forward (fits in cache; one 10^4-row forward is twice as slow)
 
 
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor, loss_dtype: str = "float64") -> torch.Tensor:
@@ -32,8 +33,9 @@ def evaluate(model, data: Dataset, loss_dtype: str = "float64") -> dict[str, flo
     """Return one metrics row: train/test loss (mean over answer digits) and accuracy (whole answer
     right); per digit d{i} (units first) train/test loss and test accuracy; whole-answer test
     accuracy per carry type (`test_acc_no_carry`, ...; NaN where the test split has none)."""
-    with torch.no_grad():
-        logits = model.answer_logits(model(data.tokens))  # (n, n_answers, 10), carry-out first
+    with torch.no_grad():  # in chunks: the same rows (bit for bit), half the time of one (10^4, ...) forward
+        logits = torch.cat([model.answer_logits(model(t)) for t in data.tokens.split(EVAL_CHUNK)])
+        # (n, n_answers, 10), carry-out first
     nll = answer_loss(logits, data.labels, loss_dtype).flip(-1)  # units first
     right = (logits.argmax(-1) == data.labels).flip(-1)
     row: dict[str, float] = {}
