@@ -207,3 +207,87 @@ def test_early_warning_on_planted_runs():
     assert w["median_fire_ratio"] == pytest.approx((300 / 800 + 200 / 500) / 2) and w["twice_as_early"] == 1.0
     never = predict.early_warning(fit.assign(eventually=False), held, "stat")
     assert math.isnan(never["threshold"]) and math.isnan(never["precision"])
+
+
+def test_censored_power_law_needs_more_observed_steps_than_weights():
+    # with as many observed steps as weights the line interpolates them, sigma -> 0 and every call is certain
+    frame = _censored(40, seed=5)
+    seen = frame.index[frame.shows]
+    three = frame.drop(seen[3:])
+    assert three.shows.sum() == 3
+    with pytest.raises(ScidlError, match="needs at least 4 observed steps"):
+        predict.fit_censored(three, ["frac_train", "weight_decay"], 1000, log=("frac_train", "weight_decay"))
+    four = frame.drop(seen[4:])
+    m = predict.fit_censored(four, ["frac_train", "weight_decay"], 1000, log=("frac_train", "weight_decay"))
+    assert m.sigma > 1e-3 and np.isfinite(m.w).all()
+    # one feature: 3 observed steps are enough
+    assert predict.fit_censored(three, ["frac_train"], 1000, log=("frac_train",)).sigma > 1e-3
+
+
+def test_censored_power_law_refuses_malformed_frames():
+    frame = _censored(40, seed=2)
+    f = ["frac_train"]
+    assert predict.fit_censored(frame, f, budget=np.int64(1000)).budget == 1000.0  # numpy ints are numbers
+    for budget in (True, float("inf"), float("nan"), "1000"):
+        with pytest.raises(ScidlError, match="budget="):
+            predict.fit_censored(frame, f, budget=budget)
+    with pytest.raises(ScidlError, match="empty"):
+        predict.fit_censored(frame.iloc[:0], f, budget=1000)
+    with pytest.raises(ScidlError, match="'shows' is not allowed"):
+        predict.fit_censored(frame.drop(columns="shows"), f, budget=1000)
+    with pytest.raises(ScidlError, match="must be bool"):
+        predict.fit_censored(frame.assign(shows=frame.shows.astype(int)), f, budget=1000)
+    with pytest.raises(ScidlError, match="log features must be among"):
+        predict.fit_censored(frame, f, budget=1000, log=("weight_decay",))
+    for bad in (np.nan, 0.0, -5.0):
+        broken = frame.copy()
+        broken.loc[broken.index[broken.shows][0], "step"] = bad
+        with pytest.raises(ScidlError, match="must be positive and finite"):
+            predict.fit_censored(broken, f, budget=1000)
+
+
+def test_loo_accuracy_leaves_out_one_row_even_when_the_index_repeats():
+    frame = pd.concat([_censored(10, seed=6)] * 2)  # every index label twice
+    sizes = []
+
+    def fit(f):
+        sizes.append(len(f))
+        return type("C", (), {"probability": lambda self, x: np.ones(len(x))})()
+
+    predict.loo_accuracy(fit, frame)
+    assert sizes == [19] * 20
+
+
+def test_held_out_draws_never_land_on_a_grid_point():
+    base = scidl.make_config(kind="addition", n_digits=2, d_model=64, n_heads=4, d_mlp=256, steps=10)
+    # d_model in [16, 24], multiples of 4: 16 and 24 are grid points, so every draw must be 20
+    _, held = predict.sample_configs(base, {"d_model": [16, 24]}, 6, seed=0, multiple_of={"d_model": 4},
+                                     derive=lambda c: {"d_mlp": 4 * c["d_model"]})
+    assert [c.model.d_model for c in held] == [20] * 6
+    with pytest.raises(ScidlError, match="all landed on grid points"):
+        predict.sample_configs(base, {"d_model": [16, 24]}, 2, seed=0, multiple_of={"d_model": 8},
+                               derive=lambda c: {"d_mlp": 4 * c["d_model"]})
+    with pytest.raises(ScidlError, match=r"multiple_of\['d_model'\]=32"):
+        predict.sample_configs(base, {"d_model": [36, 60]}, 2, seed=0, multiple_of={"d_model": 32})
+    # numpy ints are int fields (multiples), not floats rounded to 2 decimals
+    _, held = predict.sample_configs(base, {"d_model": [np.int64(16), np.int64(96)]}, 10, seed=1,
+                                     multiple_of={"d_model": 4}, derive=lambda c: {"d_mlp": 4 * c["d_model"]})
+    assert all(type(c.model.d_model) is int and c.model.d_model % 4 == 0 for c in held)
+    # seeds aside, a held-out config equal to a grid point is refused
+    fit, _ = predict.sample_configs(base, {"frac_train": [0.2, 0.5]}, 1, seed=0)
+    twin = [fit[1].replace(seed=100, data_seed=100)]
+    predict.check_disjoint(fit, twin)  # by hash alone the seeds tell them apart
+    with pytest.raises(ScidlError, match="seeds aside"):
+        predict.check_disjoint(fit, twin, ignore_seeds=True)
+
+
+def test_early_warning_refuses_empty_frames_and_missing_level_steps():
+    import math
+    rows = lambda name, ev, lvl, top=1.0: [{"hash": name, "step": s, "stat": top * s / 1000, "eventually": ev,
+                                            "level_step": lvl} for s in range(0, 1001, 250)]
+    fit = pd.DataFrame(rows("a", True, 500.0) + rows("b", False, math.nan, top=0.2))
+    with pytest.raises(ScidlError, match="empty"):
+        predict.early_warning(fit, fit.iloc[:0], "stat")
+    with pytest.raises(ScidlError, match="level_step=nan for run c"):
+        predict.early_warning(fit, pd.DataFrame(rows("c", True, math.nan)), "stat")
+    assert predict.early_warning(fit, fit, "stat")["recall"] == 1.0

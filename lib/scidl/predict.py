@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,12 +40,15 @@ from scidl.errors import ScidlError
 from scidl.scoring import auroc
 
 
-def check_disjoint(fit: list, score: list) -> None:
-    """Raise ScidlError if any config (by hash) is in both `fit` and `score`."""
-    shared = {c.hash for c in fit} & {c.hash for c in score}
+def check_disjoint(fit: list, score: list, ignore_seeds: bool = False) -> None:
+    """Raise ScidlError if any config (by hash) is in both `fit` and `score`. With `ignore_seeds`,
+    configs are compared with their seeds set aside (train.seed, task.data_seed): for Q1, whose
+    features are the config, a held-out run at a grid point under another seed is not unseen."""
+    key = (lambda c: c.replace(seed=0, data_seed=0).hash) if ignore_seeds else (lambda c: c.hash)
+    shared = {key(c) for c in fit} & {key(c) for c in score}
     if shared:
-        raise ScidlError(f"fitting and scoring sets share {len(shared)} config(s) {sorted(shared)[:3]}: "
-                         "held-out configs must never be used for fitting")
+        raise ScidlError(f"fitting and scoring sets share {len(shared)} config(s) {sorted(shared)[:3]}"
+                         f"{' (seeds aside)' if ignore_seeds else ''}: held-out configs must never be used for fitting")
 
 
 def _matrix(frame: pd.DataFrame, features: list[str], log: tuple[str, ...]) -> np.ndarray:
@@ -157,15 +161,34 @@ def fit_censored(frame: pd.DataFrame, features: list[str], budget: float, shows:
     """Fit the censored power law on `frame` by maximum likelihood: runs where `shows` is true
     contribute the Gaussian density of log10 `step`, the others P(t > budget). `l2` is a small ridge
     on the non-intercept weights, so a fitting set where one side is all censored still has a finite
-    fit. Raises ScidlError if fewer than 2 runs showed the phenomenon (no scale to fit)."""
-    if not (isinstance(budget, (int, float)) and budget > 0):
-        raise ScidlError(f"budget={budget!r} is not allowed: must be a positive number of steps")
+    fit.
+
+    Raises ScidlError unless more runs showed the phenomenon than the law has weights (1 +
+    len(features)): with as many observed steps as weights the line passes through them exactly, sigma
+    goes to 0 and the likelihood has no maximum (every call would be certain)."""
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or not (0 < budget < math.inf):
+        raise ScidlError(f"budget={budget!r} is not allowed: must be a positive, finite number of steps")
+    if len(frame) == 0:
+        raise ScidlError("an empty fitting frame is not allowed")
+    for column in (shows, step):
+        if column not in frame:
+            raise ScidlError(f"column {column!r} is not allowed: not a column of the frame ({sorted(frame.columns)[:12]})")
+    unknown = [f for f in log if f not in features]
+    if unknown:
+        raise ScidlError(f"log={unknown} is not allowed: log features must be among features={features}")
+    if frame[shows].dtype != bool:
+        raise ScidlError(f"column {shows!r} of dtype {frame[shows].dtype} is not allowed: must be bool (did the run show it)")
     X = _matrix(frame, features, log)
     y = frame[shows].to_numpy(dtype=bool)
-    if y.sum() < 2:
-        raise ScidlError(f"a fitting set where {int(y.sum())} of {len(y)} runs showed the phenomenon is not "
-                         "allowed: the censored power law needs at least 2 observed steps")
-    t = np.log10(frame.loc[y, step].to_numpy(dtype=float))
+    need = len(features) + 2
+    if y.sum() < need:
+        raise ScidlError(f"a fitting set where {int(y.sum())} of {len(y)} runs showed the phenomenon is not allowed: "
+                         f"the censored power law in {len(features)} feature(s) needs at least {need} observed steps")
+    raw = frame.loc[y, step].to_numpy(dtype=float)
+    if not (np.isfinite(raw) & (raw > 0)).all():
+        raise ScidlError(f"{step!r} values {raw[~(np.isfinite(raw) & (raw > 0))][:3]} are not allowed for runs that "
+                         "showed the phenomenon: must be positive and finite")
+    t = np.log10(raw)
     if (t > math.log10(budget)).any():
         raise ScidlError(f"steps above budget={budget} are not allowed: a run that showed it did so within the budget")
     A = np.hstack([np.ones((len(X), 1)), X])
@@ -192,7 +215,7 @@ def loo_accuracy(fit_fn, frame: pd.DataFrame, shows: str = "shows") -> float:
     predicted (probability >= 0.5) by a model fitted on the others."""
     right = []
     for i in range(len(frame)):
-        model = fit_fn(frame.drop(frame.index[i]))
+        model = fit_fn(frame.iloc[np.r_[0:i, i + 1:len(frame)]])  # by position: the index may repeat
         right.append(bool(model.probability(frame.iloc[[i]])[0] >= 0.5) == bool(frame[shows].iloc[i]))
     return float(np.mean(right))
 
@@ -313,7 +336,9 @@ def sample_configs(base, grid: dict[str, list], n_held_out: int, seed: int, held
     to 2 decimals, or 3 significant digits on a log scale, so they print exactly; int fields a
     multiple of `multiple_of[field]`, default 1), each with its own seed from `held_out_seed0`.
     `derive(fields) -> dict` adds dependent fields to both sets (e.g. d_mlp = 4 d_model).
-    check_disjoint refuses the pair if any held-out config is a fitting config."""
+    A draw that lands on a grid point is drawn again (a grid point under another seed is not an unseen
+    config); check_disjoint, seeds aside, guards the result. Raises ScidlError if the grid's range
+    leaves no off-grid config to draw."""
     if not grid or any(not v for v in grid.values()):
         raise ScidlError(f"grid={grid!r} is not allowed: every field needs a non-empty list of values")
     bad = [f for f in log if min(grid[f]) <= 0]
@@ -325,21 +350,34 @@ def sample_configs(base, grid: dict[str, list], n_held_out: int, seed: int, held
     combos = [dict(zip(names, values)) for values in itertools.product(*grid.values())]
     fit = [base.replace(**c, **derive(c), seed=0, data_seed=0) for c in combos]
     rng = np.random.default_rng(seed)
+    on_grid = {tuple(c[f] for f in names) for c in combos}
     held = []
     for i in range(n_held_out):
-        c = {f: _draw(rng, grid[f], f in log, multiple_of.get(f, 1)) for f in names}
+        for _ in range(1000):
+            c = {f: _draw(rng, grid[f], f in log, multiple_of.get(f, 1), f) for f in names}
+            if tuple(c[f] for f in names) not in on_grid:
+                break
+        else:
+            raise ScidlError(f"grid={grid!r} is not allowed for held-out draws: 1000 draws all landed on grid points")
         held.append(base.replace(**c, **derive(c), seed=held_out_seed0 + i, data_seed=held_out_seed0 + i))
-    check_disjoint(fit, held)
+    check_disjoint(fit, held, ignore_seeds=True)
     return fit, held
 
 
-def _draw(rng: np.random.Generator, values: list, log: bool, multiple: int):
+def _draw(rng: np.random.Generator, values: list, log: bool, multiple: int, name: str = "field"):
     lo, hi = min(values), max(values)
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return int(multiple * rng.integers(math.ceil(lo / multiple), hi // multiple + 1))
+    if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+        lo, hi = int(lo), int(hi)
+        first, last = -(-lo // multiple), hi // multiple
+        if first > last:
+            raise ScidlError(f"multiple_of[{name!r}]={multiple} is not allowed: no multiple lies in [{lo}, {hi}]")
+        return int(multiple * rng.integers(first, last + 1))
+    lo, hi = float(lo), float(hi)
     if log:
-        return float(f"{10 ** rng.uniform(math.log10(lo), math.log10(hi)):.3g}")
-    return round(float(rng.uniform(lo, hi)), 2)
+        x = float(f"{10 ** rng.uniform(math.log10(lo), math.log10(hi)):.3g}")
+    else:
+        x = round(float(rng.uniform(lo, hi)), 2)
+    return min(max(x, lo), hi)  # rounding may step just outside the range
 
 
 def choose_q1(frame: pd.DataFrame, families: dict, shows: str = "shows") -> tuple[str, object, dict[str, float]]:
@@ -371,6 +409,13 @@ def early_warning(fit: pd.DataFrame, held_out: pd.DataFrame, statistic: str, eve
     run-level precision and recall, and for each flagged run that generalized, fire step / the step
     its benchmark reached the level (`level_step`): `median_fire_ratio`, and `twice_as_early`, the
     share of those runs with ratio <= 1/2 (the issue's "2x earlier")."""
+    if len(fit) == 0 or len(held_out) == 0:
+        raise ScidlError(f"empty checkpoint frames are not allowed (fit: {len(fit)} rows, held_out: {len(held_out)} rows)")
+    gone = held_out.groupby(run).agg(ev=(eventually, "first"), lvl=(level_step, "first"))
+    bad = gone[gone.ev & ~(gone.lvl > 0)]  # NaN or <= 0 compares False
+    if len(bad):
+        raise ScidlError(f"{level_step}={float(bad.lvl.iloc[0])} for run {bad.index[0]} is not allowed: a run that "
+                         "eventually generalized needs the positive step its benchmark reached the level")
     check = lambda f: f.groupby(run).agg(top=(statistic, "max"), eventually=(eventually, "first"))
     per_fit = check(fit)
     t = math.nan
@@ -387,7 +432,7 @@ def early_warning(fit: pd.DataFrame, held_out: pd.DataFrame, statistic: str, eve
     for _, g in held_out.groupby(run):
         on = g.loc[g[statistic] >= t, step]
         rows.append({"flagged": len(on) > 0, "eventually": bool(g[eventually].iloc[0]),
-                     "ratio": (on.min() / g[level_step].iloc[0]) if len(on) and g[level_step].iloc[0] > 0 else math.nan})
+                     "ratio": on.min() / g[level_step].iloc[0] if len(on) and g[eventually].iloc[0] else math.nan})
     r = pd.DataFrame(rows)
     hits = r[r.flagged & r.eventually].ratio.dropna()
     out |= {"precision": float(r[r.flagged].eventually.mean()) if r.flagged.any() else math.nan,
