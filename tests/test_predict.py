@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 import scidl
 from scidl import predict
@@ -205,6 +206,15 @@ def test_early_warning_on_planted_runs():
     # held out: h3 (top 0.35) is a false alarm, h4 is not flagged; h1 fires at 300 of 800, h2 at 200 of 500
     assert w["precision"] == pytest.approx(2 / 3) and w["recall"] == 1.0 and w["n_runs"] == 4
     assert w["median_fire_ratio"] == pytest.approx((300 / 800 + 200 / 500) / 2) and w["twice_as_early"] == 1.0
+    assert w["n_flagged"] == 3 and w["n_generalizing"] == 2
+    assert w["precision_ci_low"] == pytest.approx(scipy_stats.beta.ppf(0.025, 2, 2))  # Clopper-Pearson, 2 of 3
+    assert w["median_fire_ratio_all"] == w["median_fire_ratio"] and w["twice_as_early_all"] == 1.0
+    # a generalizing run the detector never flags counts as never firing over all generalizing runs
+    slow = predict.early_warning(fit, pd.concat([held, pd.DataFrame(run("h5", 900, 0.3))]), "stat")
+    assert slow["recall"] == pytest.approx(2 / 3) and slow["median_fire_ratio"] == w["median_fire_ratio"]
+    assert slow["median_fire_ratio_all"] == pytest.approx(200 / 500) and slow["twice_as_early_all"] == pytest.approx(2 / 3)
+    late = predict.early_warning(fit, pd.concat([held, pd.DataFrame(run("h5", 900, 0.3) + run("h6", 900, 0.3))]), "stat")
+    assert late["median_fire_ratio_all"] == math.inf and late["twice_as_early_all"] == 0.5
     never = predict.early_warning(fit.assign(eventually=False), held, "stat")
     assert math.isnan(never["threshold"]) and math.isnan(never["precision"])
 

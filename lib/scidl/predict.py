@@ -15,15 +15,18 @@ likelihood as P(t > T), as in a Tobit regression. "Shows within the budget" is t
 Phi((log10 T - mu) / sigma) >= 0.5, i.e. the predicted step mu is within the budget. With raw
 (unstandardised) log features the weights are the exponents of the power law, to compare with the
 literature's (t ~ f^-4.95 in Nanda et al.'s transformers, t ~ 1/wd in Omnigrok).
-`loo_accuracy` scores a Q1 model family by leave-one-out on the fitting set alone, so a family is
-chosen without looking at the held-out configs.
+`loo_accuracy` scores a Q1 model family by leave-one-out on the fitting set alone, and `choose_q1`
+picks the family with it, so a family is chosen without looking at the held-out configs.
 
 Q2 (from weights): `detector_scores` turns a per-checkpoint statistic into AUROC against the
 benchmark label, a threshold chosen on fitting runs, its precision on scoring runs, and its lead
-(steps before the benchmark crosses its level that the detector fires).
+(steps before the benchmark crosses its level that the detector fires). `early_warning` reads a
+statistic per run instead: flagged at its first checkpoint over a threshold set for run-level
+precision on the fitting runs, scored by precision, recall and fire step / benchmark step.
 
-`check_disjoint` refuses fitting and scoring sets that share a config: the held-out sets are never
-used for fitting or for choosing thresholds.
+`sample_configs` (and `q1_configs`, its train-fraction x weight-decay case) builds the fitting grid
+and seeded held-out draws off the grid; `check_disjoint` refuses fitting and scoring sets that share a
+config: the held-out sets are never used for fitting or for choosing thresholds.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from scidl.errors import ScidlError
+from scidl.hypotheses import proportion_ci
 from scidl.scoring import auroc
 
 
@@ -405,10 +409,14 @@ def early_warning(fit: pd.DataFrame, held_out: pd.DataFrame, statistic: str, eve
     >= t, and the flag claims the run will generalize (`eventually`, one bool per run).
 
     t is the lowest cut at which, on the fitting runs, at least `precision` of the flagged runs
-    eventually generalize (run-level precision; NaN if no cut reaches it). On the held-out runs:
-    run-level precision and recall, and for each flagged run that generalized, fire step / the step
-    its benchmark reached the level (`level_step`): `median_fire_ratio`, and `twice_as_early`, the
-    share of those runs with ratio <= 1/2 (the issue's "2x earlier")."""
+    eventually generalize (run-level precision, a run flagged if its highest value reaches the cut;
+    NaN if no cut reaches it). On the held-out runs: run-level precision (with `n_flagged` and its 95%
+    Clopper-Pearson `precision_ci_low`) and recall, and for each flagged run that generalized, fire
+    step / the step its benchmark reached the level (`level_step`): `median_fire_ratio`, and
+    `twice_as_early`, the share of those runs with ratio <= 1/2 (the issue's "2x earlier"). Over *all*
+    `n_generalizing` held-out runs that generalize, an unflagged one counting as never firing:
+    `median_fire_ratio_all` (inf when most are not flagged) and `twice_as_early_all`. A flag can come
+    no earlier than the first checkpoint after step 0, so the ratios depend on the checkpoint grid."""
     if len(fit) == 0 or len(held_out) == 0:
         raise ScidlError(f"empty checkpoint frames are not allowed (fit: {len(fit)} rows, held_out: {len(held_out)} rows)")
     gone = held_out.groupby(run).agg(ev=(eventually, "first"), lvl=(level_step, "first"))
@@ -424,8 +432,10 @@ def early_warning(fit: pd.DataFrame, held_out: pd.DataFrame, statistic: str, eve
         if len(flagged) and flagged.eventually.mean() >= precision:
             t = float(cut)
             break
-    out = {"threshold": t, "n_runs": int(held_out[run].nunique()), "precision": math.nan, "recall": math.nan,
-           "median_fire_ratio": math.nan, "twice_as_early": math.nan}
+    out = {"threshold": t, "n_runs": int(held_out[run].nunique()), "n_generalizing": int(gone.ev.sum()),
+           "n_flagged": 0, "precision": math.nan, "precision_ci_low": math.nan, "recall": math.nan,
+           "median_fire_ratio": math.nan, "twice_as_early": math.nan,
+           "median_fire_ratio_all": math.nan, "twice_as_early_all": math.nan}
     if math.isnan(t):
         return out
     rows = []
@@ -435,8 +445,14 @@ def early_warning(fit: pd.DataFrame, held_out: pd.DataFrame, statistic: str, eve
                      "ratio": on.min() / g[level_step].iloc[0] if len(on) and g[eventually].iloc[0] else math.nan})
     r = pd.DataFrame(rows)
     hits = r[r.flagged & r.eventually].ratio.dropna()
-    out |= {"precision": float(r[r.flagged].eventually.mean()) if r.flagged.any() else math.nan,
+    every = r[r.eventually].ratio.fillna(math.inf)  # an unflagged run that generalized never fired
+    flagged = r[r.flagged]
+    out |= {"n_flagged": len(flagged),
+            "precision": float(flagged.eventually.mean()) if len(flagged) else math.nan,
+            "precision_ci_low": proportion_ci(int(flagged.eventually.sum()), len(flagged))[1] if len(flagged) else math.nan,
             "recall": float(r[r.eventually].flagged.mean()) if r.eventually.any() else math.nan,
             "median_fire_ratio": float(hits.median()) if len(hits) else math.nan,
-            "twice_as_early": float((hits <= 0.5).mean()) if len(hits) else math.nan}
+            "twice_as_early": float((hits <= 0.5).mean()) if len(hits) else math.nan,
+            "median_fire_ratio_all": float(every.median()) if len(every) else math.nan,
+            "twice_as_early_all": float((every <= 0.5).mean()) if len(every) else math.nan}
     return out
