@@ -241,6 +241,15 @@ def best_threshold(frame: pd.DataFrame, features: list[str], shows: str = "shows
     return best[1], best[2], best[3]
 
 
+def threshold_calls(fit: pd.DataFrame, held_out: pd.DataFrame, features: list[str],
+                    shows: str = "shows") -> tuple[str, np.ndarray]:
+    """Return the best single-feature threshold chosen on `fit` (`best_threshold`), as a rule such as
+    'weight_decay >= 1', and its call (bool) on each row of `held_out`."""
+    f, t, above = best_threshold(fit, features, shows)
+    x = held_out[f].to_numpy()
+    return f"{f} {'>=' if above else '<'} {t:g}", (x >= t if above else x < t)
+
+
 def score_q1(model: Q1Model, fit: pd.DataFrame, held_out: pd.DataFrame, shows: str = "shows", step: str = "step",
              threshold_features: list[str] | None = None) -> dict:
     """Return Q1's scores on `held_out`: accuracy (p >= 0.5), AUROC (NaN if one class), the median
@@ -252,13 +261,12 @@ def score_q1(model: Q1Model, fit: pd.DataFrame, held_out: pd.DataFrame, shows: s
     majority = bool(fit[shows].mean() >= 0.5)
     tied = fit[shows].mean() == 0.5  # no majority: the better constant on held_out (the stronger baseline)
     majority_accuracy = float(max(y.mean(), 1 - y.mean())) if tied else float((y == majority).mean())
-    f, t, above = best_threshold(fit, threshold_features or list(model.features), shows)
-    thr_pred = held_out[f].to_numpy() >= t if above else held_out[f].to_numpy() < t
+    rule, thr_pred = threshold_calls(fit, held_out, threshold_features or list(model.features), shows)
     out = {"n_fit": len(fit), "n_held_out": len(held_out), "accuracy": float(((prob >= 0.5) == y).mean()),
            "auroc": auroc(prob, y) if 0 < y.sum() < len(y) else math.nan,
            "majority_accuracy": majority_accuracy,
            "threshold_accuracy": float((thr_pred == y).mean()),
-           "threshold_rule": f"{f} {'>=' if above else '<'} {t:g}"}
+           "threshold_rule": rule}
     if model.has_step and y.sum():
         err = np.abs(np.log10(model.step(held_out[y])) - np.log10(held_out.loc[y, step].to_numpy(dtype=float)))
         out["median_abs_log10_step_error"] = float(np.median(err))
@@ -419,25 +427,38 @@ def early_warning(fit: pd.DataFrame, held_out: pd.DataFrame, statistic: str, eve
     no earlier than the first checkpoint after step 0, so the ratios depend on the checkpoint grid."""
     if len(fit) == 0 or len(held_out) == 0:
         raise ScidlError(f"empty checkpoint frames are not allowed (fit: {len(fit)} rows, held_out: {len(held_out)} rows)")
-    gone = held_out.groupby(run).agg(ev=(eventually, "first"), lvl=(level_step, "first"))
-    bad = gone[gone.ev & ~(gone.lvl > 0)]  # NaN or <= 0 compares False
+    per_run = held_out.groupby(run).agg(eventually=(eventually, "first"), level=(level_step, "first"))
+    bad = per_run[per_run.eventually & ~(per_run.level > 0)]  # NaN or <= 0 compares False
     if len(bad):
-        raise ScidlError(f"{level_step}={float(bad.lvl.iloc[0])} for run {bad.index[0]} is not allowed: a run that "
+        raise ScidlError(f"{level_step}={float(bad.level.iloc[0])} for run {bad.index[0]} is not allowed: a run that "
                          "eventually generalized needs the positive step its benchmark reached the level")
-    check = lambda f: f.groupby(run).agg(top=(statistic, "max"), eventually=(eventually, "first"))
-    per_fit = check(fit)
+    per_fit = fit.groupby(run).agg(top=(statistic, "max"), eventually=(eventually, "first"))
     t = math.nan
     for cut in np.unique(fit[statistic].to_numpy(dtype=float)):
         flagged = per_fit[per_fit.top >= cut]
         if len(flagged) and flagged.eventually.mean() >= precision:
             t = float(cut)
             break
-    out = {"threshold": t, "n_runs": int(held_out[run].nunique()), "n_generalizing": int(gone.ev.sum()),
+    out = {"threshold": t, "n_runs": len(per_run), "n_generalizing": int(per_run.eventually.sum()),
            "n_flagged": 0, "precision": math.nan, "precision_ci_low": math.nan, "recall": math.nan,
            "median_fire_ratio": math.nan, "twice_as_early": math.nan,
            "median_fire_ratio_all": math.nan, "twice_as_early_all": math.nan}
     if math.isnan(t):
         return out
+    fire = held_out.loc[held_out[statistic] >= t].groupby(run)[step].min().reindex(per_run.index)  # NaN: never
+    r = per_run.assign(flagged=fire.notna(), ratio=(fire / per_run.level).where(per_run.eventually))
+    hits = r[r.flagged & r.eventually].ratio
+    every = r[r.eventually].ratio.fillna(math.inf)  # an unflagged run that generalized never fired
+    flagged = r[r.flagged]
+    out |= {"n_flagged": len(flagged),
+            "precision": float(flagged.eventually.mean()) if len(flagged) else math.nan,
+            "precision_ci_low": proportion_ci(int(flagged.eventually.sum()), len(flagged))[1] if len(flagged) else math.nan,
+            "recall": float(r[r.eventually].flagged.mean()) if r.eventually.any() else math.nan,
+            "median_fire_ratio": float(hits.median()) if len(hits) else math.nan,
+            "twice_as_early": float((hits <= 0.5).mean()) if len(hits) else math.nan,
+            "median_fire_ratio_all": float(every.median()) if len(every) else math.nan,
+            "twice_as_early_all": float((every <= 0.5).mean()) if len(every) else math.nan}
+    return out
     rows = []
     for _, g in held_out.groupby(run):
         on = g.loc[g[statistic] >= t, step]
