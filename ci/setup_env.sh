@@ -30,12 +30,25 @@ fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
 unset MPLBACKEND  # Agg would drop figures from executed notebooks
-# One MKL code path on every AVX-512 machine, so training is bit-identical across CPU generations
-# (lib/scidl/_numerics.py says why); nbval compares the committed outputs bit for bit.
-if grep -qw avx512f /proc/cpuinfo 2> /dev/null; then
-    export MKL_CBWR="${MKL_CBWR:-AVX512}"
-else
-    echo "[setup] warning: this CPU has no AVX-512; training takes another MKL code path, so nbval may" \
-         "find numbers that differ from the committed outputs (computed on the AVX-512 path)" >&2
+# One numeric code path on every x86-64 CPU with AVX2 (MKL's branch, ATen's and oneDNN's ISA, OpenBLAS'
+# kernels), so training is bit-identical on AMD AVX2 and Intel AVX-512 hosts; nbval compares the
+# committed outputs bit for bit. lib/scidl/_numerics.py says why each; a value already set is kept.
+NUMERIC_PINS="$(python "$ROOT/lib/scidl/_numerics.py" --exports)"  # fails on a bad SCIDL_NUMERICS
+eval "$NUMERIC_PINS"
+if [ "${MKL_CBWR:-}" = "AVX2" ]; then
+    # MKL honours the AVX2 branch only on a CPU it takes for Intel's: answer its question (ci/mkl_intel_branch.c)
+    SHIM="$VENV/lib/scidl_mkl_intel_branch.so"
+    if [ ! -f "$SHIM" ] || [ "$ROOT/ci/mkl_intel_branch.c" -nt "$SHIM" ]; then
+        if ${CC:-cc} -shared -fPIC -O2 -o "$SHIM.tmp" "$ROOT/ci/mkl_intel_branch.c" 2> /dev/null; then
+            mv "$SHIM.tmp" "$SHIM"
+        else
+            rm -f "$SHIM.tmp"
+            echo "[setup] warning: no C compiler (${CC:-cc}) to build ci/mkl_intel_branch.c; on a CPU that is" \
+                 "not Intel's, MKL then ignores MKL_CBWR=AVX2 and nbval is skipped (README: Numerics)" >&2
+        fi
+    fi
+    if [ -f "$SHIM" ]; then
+        case ":${LD_PRELOAD:-}:" in *":$SHIM:"*) ;; *) export LD_PRELOAD="$SHIM${LD_PRELOAD:+:$LD_PRELOAD}" ;; esac
+    fi
 fi
 export PYTHONHASHSEED=0

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from scidl.config import ConfigError, make_config
-from scidl.ensemble import can_batch, train_ensemble
+from scidl.ensemble import StackedAdamW, can_batch, train_ensemble
 from scidl.store import RunStore
 from scidl.sweep import SweepConfig, plan, run_sweep
 from scidl.train import train
@@ -64,6 +64,40 @@ def test_ensemble_member_is_bit_identical_to_the_same_config_trained_alone(tmp_p
         for step in alone.checkpoint_steps:
             state_b, state_a = batched.load_state(step), alone.load_state(step)
             assert all(torch.equal(state_b[k], state_a[k]) for k in state_a), (cfg.hash, step)
+
+
+def test_stacked_adamw_is_torchs_fused_adamw_with_warmup_on_each_member():
+    """Each member's update is torch.optim.AdamW(fused=True) under train's LambdaLR warm-up, bit for
+    bit; an inactive member keeps its weights."""
+    configs = [BASE.replace(lr=3e-3, weight_decay=1.0, warmup_steps=3),
+               BASE.replace(lr=1e-3, weight_decay=0.3, warmup_steps=3, beta2=0.99)]
+    g = torch.Generator().manual_seed(0)
+    stacked = [torch.randn(2, 5, 4, generator=g).requires_grad_(), torch.randn(2, 4, 3, generator=g).requires_grad_()]
+    alone = [[p[k].detach().clone().requires_grad_() for p in stacked] for k in range(2)]
+    opts = []
+    for k, cfg in enumerate(configs):
+        t = cfg.train
+        opt = torch.optim.AdamW(alone[k], lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2),
+                                fused=True)
+        opts.append((opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / 3, 1.0))))
+    ours = StackedAdamW(stacked, configs)
+    for step in range(6):
+        grads = [torch.randn(p.shape, generator=g) for p in stacked]
+        active = torch.tensor([True, step < 4])
+        frozen = stacked[0][1].detach().clone()
+        for p, gr in zip(stacked, grads):
+            p.grad = gr.clone()
+        ours.step(active)
+        for k, (opt, sched) in enumerate(opts):
+            if active[k]:
+                for p, gr in zip(alone[k], grads):
+                    p.grad = gr[k].clone()
+                opt.step()
+                sched.step()
+        for k in range(2):
+            assert all(torch.equal(p[k], q) for p, q in zip(stacked, alone[k])), (step, k)
+        if not active[1]:
+            assert torch.equal(stacked[0][1], frozen)
 
 
 def test_members_with_different_split_sizes_are_not_batched():

@@ -1,5 +1,4 @@
 import math
-import os
 
 import pandas as pd
 import pytest
@@ -94,22 +93,6 @@ def test_max_spike_ratio_on_known_curves():
     assert max_spike_ratio(m.assign(train_loss=[4.0, 1e-3, 1e-4, 1e-5, 1e-6])) == 1.0
     with pytest.raises(ValueError, match="memorization"):
         max_spike_ratio(m.assign(train_acc=0.0))
-
-
-def test_importing_scidl_pins_mkl_to_one_code_path():
-    """The same bits on every AVX-512 machine: MKL_CBWR is set before torch's first matmul."""
-    import subprocess
-    import sys
-
-    from scidl._numerics import has_avx512
-
-    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
-    code = "import scidl, os; print(os.environ.get('MKL_CBWR'))"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ("AVX512" if has_avx512() else "None")
-    env["MKL_CBWR"] = "AVX2"  # a value the user set is kept
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "AVX2"
 
 
 def test_configure_torch_lets_steps_reuse_memory_instead_of_faulting_in_fresh_pages():

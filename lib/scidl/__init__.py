@@ -1,9 +1,9 @@
 """scidl: a thin library behind research notebooks on the science of deep learning."""
-from scidl._numerics import pin_mkl_branch
+from scidl._numerics import pin_numeric_path
 
-pin_mkl_branch()  # before torch's first matmul: the same bits on every AVX-512 machine
+pin_numeric_path()  # before torch is imported: one numeric path on every x86-64 CPU with AVX2
 
-from scidl.errors import ScidlError  # noqa: E402  (imports after pinning MKL's code path)
+from scidl.errors import ScidlError  # noqa: E402  (imports after pinning the numeric path)
 from scidl.notebook import check_parameters  # noqa: E402
 from scidl.config import ConfigError, ModelConfig, RunConfig, TrainConfig, make_config  # noqa: E402
 from scidl.registry import PHENOMENA, get_phenomenon, make_dataset, make_model  # noqa: E402

@@ -5,12 +5,13 @@ init scale, seed and train split; every member is stored as an ordinary run.
 One hash, one result: each member sees only its own train pairs (the members' splits have the
 same size, so they stack), and every operation is either elementwise or a per-member matmul, so a
 member is bit-identical to the same config trained alone, which `train()` does with this engine
-and K = 1 (tests/test_ensemble.py asserts it). The optimizer is AdamW written out on stacked
-weights with per-member lr/wd, matching torch.optim.AdamW step for step.
+and K = 1 (tests/test_ensemble.py asserts it). The optimizer is torch's fused AdamW run on each
+member's slices with its own lr/wd (StackedAdamW).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import pandas as pd
@@ -58,45 +59,50 @@ def _stack(configs: list[RunConfig]) -> tuple[Tensor, Tensor, torch.nn.Module]:
     return W_in, W_out, models[0]
 
 
-def _per_member(configs: list[RunConfig], attr: str) -> Tensor:
-    return torch.tensor([float(getattr(c.train, attr)) for c in configs]).view(-1, 1, 1)
-
-
 class StackedAdamW:
-    """AdamW on stacked (K, ...) tensors with per-member lr and weight decay (torch's update rule)."""
+    """AdamW on stacked (K, ...) tensors with per-member lr, weight decay and betas: torch's fused CPU
+    kernel (`torch.optim.AdamW(fused=True)`, which `train` uses too) run on each member's slices, so a
+    member's update is the same bits whatever K is, and its square root is ATen's exact one (not MKL's
+    vector math, whose bits follow the CPU vendor: scidl._numerics)."""
 
     def __init__(self, params: list[Tensor], configs: list[RunConfig]) -> None:
         self.params, self.t = params, 0
-        self.lr, self.wd = _per_member(configs, "lr"), _per_member(configs, "weight_decay")
-        self.b1, self.b2 = _per_member(configs, "beta1"), _per_member(configs, "beta2")
+        self.lr = [float(c.train.lr) for c in configs]
+        self.wd = [float(c.train.weight_decay) for c in configs]
+        self.betas = [(float(c.train.beta1), float(c.train.beta2)) for c in configs]
         self.warmup = max(configs[0].train.warmup_steps, 1)
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
+        self.steps = [torch.zeros((), dtype=torch.float32) for _ in params]
 
     @torch.no_grad()
     def step(self, active: Tensor) -> None:
-        """Update members where `active` (K,) is True; others are frozen."""
-        lr = self.lr * min((self.t + 1) / self.warmup, 1.0) * active.view(-1, 1, 1)
+        """Update members where `active` (K,) is True; others are frozen (weights and moments)."""
+        factor = min((self.t + 1) / self.warmup, 1.0)  # LambdaLR's linear warm-up, as in train
         self.t += 1
-        bc1, bc2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
-        for p, m, v in zip(self.params, self.m, self.v):
-            g = torch.nan_to_num(p.grad) * active.view(-1, 1, 1)
-            p.mul_(1 - lr * self.wd)
-            m.lerp_(g, 1 - self.b1)
-            v.mul_(self.b2).add_((1 - self.b2) * g * g)
-            p.sub_(lr / bc1 * m / (v.sqrt() / bc2.sqrt() + 1e-8))
+        for s in self.steps:
+            s.fill_(self.t)
+        grads = [p.grad for p in self.params]
+        for k in torch.nonzero(active).flatten().tolist():
+            beta1, beta2 = self.betas[k]
+            torch._fused_adamw_([p[k] for p in self.params], [g[k] for g in grads],
+                                [m[k] for m in self.m], [v[k] for v in self.v], [], self.steps,
+                                lr=self.lr[k] * factor, beta1=beta1, beta2=beta2,
+                                weight_decay=self.wd[k], eps=1e-8, amsgrad=False, maximize=False)
+        for p in self.params:
             p.grad = None
 
 
 def _metrics(logits: Tensor, labels: Tensor, masks: Tensor, params: list[Tensor], loss_dtype: str) -> list[dict]:
     ce = cross_entropy(logits, labels.expand(len(masks), -1), loss_dtype, reduction="none")  # (K, n)
     correct = (logits.argmax(-1) == labels).float()  # (K, n)
-    norm = sum(p.detach().square().flatten(1).sum(1) for p in params).sqrt()
+    squares = sum(p.detach().square().flatten(1).sum(1) for p in params)  # (K,): math.sqrt below, not
+    # torch.sqrt, which is MKL's vector math (its bits follow the CPU vendor: scidl._numerics)
     rows = []
     for k, mask in enumerate(masks):
         rows.append({"train_loss": float(ce[k][mask].mean()), "train_acc": float(correct[k][mask].mean()),
                      "test_loss": float(ce[k][~mask].mean()), "test_acc": float(correct[k][~mask].mean()),
-                     "weight_norm": float(norm[k])})
+                     "weight_norm": math.sqrt(float(squares[k]))})
     return rows
 
 
@@ -181,7 +187,7 @@ def train_ensemble(configs: list[RunConfig], store: RunStore | None = None, prog
         if not active.any():
             break
         torch.where(active, member_loss, torch.zeros_like(member_loss)).sum().backward()
-        opt.step(active.float())
+        opt.step(active)
         bar.update()
     bar.close()
     seconds = time.perf_counter() - start

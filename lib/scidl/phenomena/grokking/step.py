@@ -39,19 +39,21 @@ class _PerPairLoss(torch.autograd.Function):
         post = torch.addmm(b_in, x, W_in).relu_()  # (n, m); post > 0 is ReLU's mask
         r = torch.addmm(b_out, post, W_out).add_(x)  # residual after the MLP
         logits = r @ W_U  # (n, p)
-        logprobs = logits.to(loss_dtype).log_softmax(dim=-1)
+        logits = logits.to(loss_dtype)
+        logprobs = logits.log_softmax(dim=-1)
+        probs = logits.softmax(dim=-1)  # ATen's exp: `logprobs.exp()` is MKL's, whose bits follow the CPU
         nll = -logprobs.gather(-1, labels.unsqueeze(-1))
         ctx.vocab = S0.shape[0]
-        ctx.save_for_backward(a, b, labels, pattern, va, vb, v_eq, z, x, post, r, logprobs, W_O, W_in,
+        ctx.save_for_backward(a, b, labels, pattern, va, vb, v_eq, z, x, post, r, probs, W_O, W_in,
                               W_out, W_U)
         return nll.mean()
 
     @staticmethod
     def backward(ctx, grad):
-        a, b, labels, pattern, va, vb, v_eq, z, x, post, r, logprobs, W_O, W_in, W_out, W_U = ctx.saved_tensors
+        a, b, labels, pattern, va, vb, v_eq, z, x, post, r, probs, W_O, W_in, W_out, W_U = ctx.saved_tensors
         n, h, e = va.shape
         # d loss / d logits = (softmax - onehot) / n, in the loss dtype, then in the logits' dtype
-        g = logprobs.exp()
+        g = probs.clone()
         g.scatter_add_(-1, labels.unsqueeze(-1), g.new_full((n, 1), -1.0))
         g = g.mul_(grad / n).to(r.dtype)
         dW_U = r.T @ g
