@@ -72,10 +72,6 @@ def cpu_vendor() -> str:
     return platform.machine() or "unknown"
 
 
-def has_avx512() -> bool:
-    return "avx512f" in cpu_flags()
-
-
 def mode() -> str:
     """Return SCIDL_NUMERICS ("portable" unless set), refusing any other value."""
     value = os.environ.get(MODE_VARIABLE, "portable")
