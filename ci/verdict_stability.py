@@ -20,9 +20,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scidl._numerics import PINS
+
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = ("native", "threads1")
-PINNED = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE", "LD_PRELOAD")
+PINNED = (*PINS, "LD_PRELOAD")  # what the native path drops: the pins and the MKL vendor preload
 
 
 def compare(first: list[tuple[str, str]], second: list[tuple[str, str]]) -> list[tuple[str, str, str, bool]]:
@@ -49,7 +51,7 @@ def main() -> int:
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("FIRST_DIR", "SECOND_DIR"),
                     help="compare the executed notebooks of two folders instead of executing")
     ap.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # notebooks may follow the options
     if args.compare:
         first, second = args.compare
         names = sorted(p.name for p in first.glob("[0-9]*.ipynb") if (second / p.name).exists())
