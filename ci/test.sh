@@ -13,8 +13,9 @@ source "$ROOT/ci/setup_browser.sh"
 cd "$ROOT"
 export SCIDL_PROGRESS=0  # no progress bars in test logs, nor in the outputs nbval compares
 echo "[test] library tests, papermill reruns, report and browser tests (this CPU's fast numeric path)"
-env -u MKL_CBWR -u ATEN_CPU_CAPABILITY -u ONEDNN_MAX_CPU_ISA -u OPENBLAS_CORETYPE SCIDL_NUMERICS=native \
-    python -m pytest tests -q
+NATIVE=()
+for name in $NUMERIC_PIN_NAMES; do NATIVE+=(-u "$name"); done  # the pins, from lib/scidl/_numerics.py
+env "${NATIVE[@]}" SCIDL_NUMERICS=native python -m pytest tests -q
 if ! WHY="$(python lib/scidl/_numerics.py --pinned)"; then
     echo "[test] nbval skipped: $WHY, so this machine cannot run the numeric path that computed the" \
          "committed notebook outputs and their numbers would differ (README: Numerics)"

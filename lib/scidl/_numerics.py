@@ -123,11 +123,7 @@ def mkl_vendor_check() -> str:
 def on_pinned_path() -> bool:
     """Whether every pin holds its pinned value in this process (a user's own value breaks it, and so
     does torch imported and used before scidl, which fixes ATen's capability too early)."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.backends.cpu.get_cpu_capability() != "AVX2":
-        return False
-    return (supported()[0] and all(os.environ.get(k) == v for k, v in PINS.items())
-            and not mkl_vendor_check().startswith("not"))
+    return not why_not_pinned()
 
 
 def describe() -> dict[str, str]:
@@ -142,31 +138,33 @@ def describe() -> dict[str, str]:
     if torch is not None:
         out["aten_capability"] = torch.backends.cpu.get_cpu_capability()
         out["threads"] = str(torch.get_num_threads())
-    out["pinned_path"] = "yes" if on_pinned_path() else f"no ({why_not_pinned()})"
+    why = why_not_pinned()
+    out["pinned_path"] = f"no ({why})" if why else "yes"
     return out
 
 
 def why_not_pinned() -> str:
     """Say why this process is not on the pinned path ("" where it is)."""
-    if on_pinned_path():
-        return ""
     ok, why = supported()
-    check = mkl_vendor_check()
-    torch = sys.modules.get("torch")
     if not ok:
         return why
-    if os.environ.get(MODE_VARIABLE, "portable") != "portable":
-        return f"{MODE_VARIABLE}={os.environ[MODE_VARIABLE]}"
+    check = mkl_vendor_check()
     if check.startswith("not"):
         return f"MKL's vendor check is {check}"
     if any(os.environ.get(k) != v for k, v in PINS.items()):
+        if os.environ.get(MODE_VARIABLE, "portable") != "portable":
+            return f"{MODE_VARIABLE}={os.environ[MODE_VARIABLE]}"
         return "pins set to other values: " + ", ".join(f"{k}={os.environ.get(k)}" for k, v in PINS.items()
                                                          if os.environ.get(k) != v)
-    return f"torch was imported before scidl (ATen capability {torch.backends.cpu.get_cpu_capability()})"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.backends.cpu.get_cpu_capability() != "AVX2":
+        return f"torch was imported before scidl (ATen capability {torch.backends.cpu.get_cpu_capability()})"
+    return ""
 
 
 def _main(argv: list[str]) -> int:
     if argv == ["--exports"]:  # for ci/setup_env.sh: `eval "$(python _numerics.py --exports)"`
+        print(f'NUMERIC_PIN_NAMES="{" ".join(PINS)}"')  # what ci/test.sh unsets for the native path
         for name, value in pins().items():
             print(f'export {name}="${{{name}:-{value}}}"')
         ok, why = supported()

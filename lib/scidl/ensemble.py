@@ -73,20 +73,20 @@ class StackedAdamW:
         self.warmup = max(configs[0].train.warmup_steps, 1)
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
-        self.steps = [torch.zeros((), dtype=torch.float32) for _ in params]
+        self.step_count = torch.zeros((), dtype=torch.float32)  # read by the kernel, once per param
 
     @torch.no_grad()
     def step(self, active: Tensor) -> None:
         """Update members where `active` (K,) is True; others are frozen (weights and moments)."""
         factor = min((self.t + 1) / self.warmup, 1.0)  # LambdaLR's linear warm-up, as in train
         self.t += 1
-        for s in self.steps:
-            s.fill_(self.t)
+        self.step_count.fill_(self.t)
         grads = [p.grad for p in self.params]
         for k in torch.nonzero(active).flatten().tolist():
             beta1, beta2 = self.betas[k]
             torch._fused_adamw_([p[k] for p in self.params], [g[k] for g in grads],
-                                [m[k] for m in self.m], [v[k] for v in self.v], [], self.steps,
+                                [m[k] for m in self.m], [v[k] for v in self.v], [],
+                                [self.step_count] * len(self.params),
                                 lr=self.lr[k] * factor, beta1=beta1, beta2=beta2,
                                 weight_decay=self.wd[k], eps=1e-8, amsgrad=False, maximize=False)
         for p in self.params:
