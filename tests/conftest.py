@@ -28,3 +28,13 @@ def mlp_grok_config():
     """Gromov-style MLP that groks in a few hundred full-batch steps."""
     return make_config(p=47, arch="mlp", d_mlp=256, act="quadratic", frac_train=0.5, lr=3e-3,
                        weight_decay=1.0, steps=1500, eval_every=20, checkpoint_every=0)
+
+
+@pytest.fixture(scope="session")
+def grokked(tmp_path_factory):
+    """A p=31 transformer that groks in 1,200 steps (~5 s), trained once per session."""
+    import scidl
+
+    cfg = scidl.make_config(p=31, d_model=64, n_heads=4, d_mlp=256, frac_train=0.7, lr=3e-3, steps=1200,
+                            eval_every=100, checkpoint_every=0)
+    return scidl.train(cfg, store=scidl.RunStore(tmp_path_factory.mktemp("grokked")))

@@ -2,7 +2,12 @@
 
 "Progress measures for grokking via mechanistic interpretability" (ICLR 2023).
 Written from scratch for cross-checking ``scidl``; it does NOT import ``scidl``.
-Only torch, numpy, math and einops are used.
+Only torch, numpy, math, einops, json, pathlib and safetensors are used.
+
+It has its own forward pass (``grid_forward``) of the 1-layer grokking transformer, computed in
+float64 from the RAW state-dict tensors of a run's safetensors checkpoint
+(``load_run_checkpoint``), so that the logits and neuron activations fed to the measures below
+do not come from scidl's forward: a bug there (e.g. operands swapped) shows as a disagreement.
 
 Sources followed (read function bodies, not copied verbatim):
 
@@ -25,6 +30,11 @@ Sources followed (read function bodies, not copied verbatim):
   fraction explained by {const, cos k, sin k} x {const, cos k, sin k}, cluster if the
   dominant frequency's fraction >= 0.85, key = clusters with >= max(1, 0.02*d_mlp) neurons
   (``neuron_fraction_explained``, ``key_freqs_from_neurons``).
+* The model (Nanda et al. 2023, Sec. 3 / appendix; the repo's ``transformers.py``): tokens
+  ``a b =`` (token p is '='), x = W_E[tokens] + W_pos, one block of causal multi-head attention
+  (scores q.k / sqrt(d_head), no attention biases in the paper) added to the residual stream,
+  then an MLP (ReLU, with b_in / b_out) added to the residual stream, no LayerNorm, logits =
+  x @ W_U read at the last position. ``grid_forward`` follows that definition.
 * ARENA_3.0 chapter1 part52 solutions (``excl_loss``, ``trig_loss``,
   ``get_trig_sum_directions``) -- same maths, used only as a cross-check.
 
@@ -43,7 +53,9 @@ Conventions
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import einops
@@ -51,6 +63,10 @@ import numpy as np
 import torch
 
 __all__ = [
+    "grid_tokens",
+    "grid_labels",
+    "load_run_checkpoint",
+    "grid_forward",
     "fourier_basis",
     "fourier_2d_basis_term",
     "trig_directions",
@@ -67,6 +83,122 @@ __all__ = [
     "neuron_fraction_explained",
     "key_freqs_from_neurons",
 ]
+
+
+# ----------------------------------------------------------------------------- forward pass
+def grid_tokens(p: int) -> torch.Tensor:
+    """(p*p, 3) int64 tokens ``a b =`` for every pair, row ``a*p + b``; '=' is token p."""
+    a = torch.arange(p).repeat_interleave(p)  # 0,0,...,0,1,1,...
+    b = torch.arange(p).repeat(p)  # 0,1,...,p-1,0,1,...
+    return torch.stack([a, b, torch.full((p * p,), p)], dim=1)
+
+
+def grid_labels(p: int, op: str) -> torch.Tensor:
+    """(p*p,) int64 answers (a + b) mod p ('add') or (a - b) mod p ('sub'), row ``a*p + b``."""
+    t = grid_tokens(p)
+    if op == "add":
+        return (t[:, 0] + t[:, 1]) % p
+    if op == "sub":
+        return (t[:, 0] - t[:, 1]) % p
+    raise ValueError(f"grid_labels knows op 'add' and 'sub', not {op!r}")
+
+
+def load_run_checkpoint(run_dir, step: int | None = None) -> tuple[dict, dict]:
+    """Read a run folder directly from disk: (state dict name -> tensor from
+    ``checkpoints/step_<7 digits>.safetensors`` at ``step``, default the highest step; the parsed
+    ``config.json``)."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    files = sorted((run_dir / "checkpoints").glob("step_*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no step_*.safetensors")
+    by_step = {int(f.stem[len("step_"):]): f for f in files}
+    path = by_step[max(by_step) if step is None else int(step)]
+    return load_file(str(path)), json.loads((run_dir / "config.json").read_text())
+
+
+_ACTS = {
+    "relu": lambda x: torch.clamp(x, min=0.0),
+    "gelu": lambda x: 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0))),  # exact (erf) GELU
+    "quadratic": lambda x: x * x,
+}
+
+_BLOCK = "blocks.0."
+_REQUIRED = ("W_E", "W_pos", "W_U", _BLOCK + "attn.W_Q", _BLOCK + "attn.W_K", _BLOCK + "attn.W_V",
+             _BLOCK + "attn.W_O", _BLOCK + "mlp.W_in", _BLOCK + "mlp.W_out")
+_OPTIONAL = ("b_U", _BLOCK + "attn.b_Q", _BLOCK + "attn.b_K", _BLOCK + "attn.b_V", _BLOCK + "attn.b_O",
+             _BLOCK + "mlp.b_in", _BLOCK + "mlp.b_out")
+
+
+@torch.no_grad()
+def grid_forward(state: Mapping[str, torch.Tensor], act: str = "relu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward pass of the 1-layer grokking transformer from raw state-dict tensors, float64.
+
+    ``state``: name -> tensor, as stored (W_E (p+1, d), W_pos (3, d), W_U (d, p),
+    blocks.0.attn.W_Q/W_K/W_V (head, d, d_head), W_O (head, d_head, d), blocks.0.mlp.W_in
+    (d, d_mlp), W_out (d_mlp, d), and the biases present: mlp b_in (d_mlp,), b_out (d,); attention
+    b_Q/b_K/b_V (head, d_head), b_O (d,) and b_U (p,) are used if stored). Any other name (a
+    LayerNorm, a second block) raises, so a changed architecture cannot pass unnoticed.
+
+    Returns (logits [a, b, c] of shape (p, p, p) at the last position, neuron activations after
+    the activation function at the last position [a, b, neuron], (p, p, d_mlp)).
+    """
+    unknown = sorted(set(state) - set(_REQUIRED) - set(_OPTIONAL))
+    missing = [k for k in _REQUIRED if k not in state]
+    if unknown or missing:
+        raise ValueError(f"grid_forward models one attention+MLP block without LayerNorm: unknown "
+                         f"tensors {unknown}, missing {missing}")
+    if act not in _ACTS:
+        raise ValueError(f"act {act!r} is not one of {sorted(_ACTS)}")
+    W = {k: torch.as_tensor(v).detach().to(torch.float64) for k, v in state.items()}
+
+    def get(name, shape):  # an optional bias, zeros when not stored
+        return W[name] if name in W else torch.zeros(shape, dtype=torch.float64)
+
+    W_E, W_pos, W_U = W["W_E"], W["W_pos"], W["W_U"]
+    W_Q, W_K, W_V, W_O = (W[_BLOCK + "attn." + n] for n in ("W_Q", "W_K", "W_V", "W_O"))
+    W_in, W_out = W[_BLOCK + "mlp.W_in"], W[_BLOCK + "mlp.W_out"]
+    n_heads, d_model, d_head = W_Q.shape
+    d_mlp = W_in.shape[1]
+    p = W_E.shape[0] - 1  # tokens 0..p-1 and '=' = p
+    if W_U.shape != (d_model, p):
+        raise ValueError(f"W_U of shape {tuple(W_U.shape)}, expected ({d_model}, {p}) (no '=' output)")
+    if W_pos.shape[0] < 3:
+        raise ValueError("W_pos needs at least 3 positions for `a b =`")
+    for name, t, shape in (("W_K", W_K, W_Q.shape), ("W_V", W_V, W_Q.shape),
+                           ("W_O", W_O, (n_heads, d_head, d_model)), ("W_out", W_out, (d_mlp, d_model))):
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"{name} of shape {tuple(t.shape)}, expected {tuple(shape)}")
+    b_Q, b_K, b_V = (get(_BLOCK + "attn." + n, (n_heads, d_head)) for n in ("b_Q", "b_K", "b_V"))
+    b_O = get(_BLOCK + "attn.b_O", (d_model,))
+    b_in, b_out = get(_BLOCK + "mlp.b_in", (d_mlp,)), get(_BLOCK + "mlp.b_out", (d_model,))
+    b_U = get("b_U", (p,))
+
+    tokens = grid_tokens(p)  # (batch, 3)
+    n_pos = tokens.shape[1]
+    resid = W_E[tokens] + W_pos[:n_pos][None]  # (batch, pos, d_model)
+
+    # attention: every head reads the residual stream; query i attends to keys j <= i
+    q = einops.einsum(resid, W_Q, "batch pos d, head d e -> batch head pos e") + b_Q[None, :, None, :]
+    k = einops.einsum(resid, W_K, "batch pos d, head d e -> batch head pos e") + b_K[None, :, None, :]
+    v = einops.einsum(resid, W_V, "batch pos d, head d e -> batch head pos e") + b_V[None, :, None, :]
+    scores = einops.einsum(q, k, "batch head qpos e, batch head kpos e -> batch head qpos kpos")
+    scores = scores / math.sqrt(d_head)
+    future = torch.ones(n_pos, n_pos, dtype=torch.bool).triu(diagonal=1)  # key after query
+    scores = scores.masked_fill(future, float("-inf"))
+    pattern = torch.softmax(scores, dim=-1)
+    z = einops.einsum(pattern, v, "batch head qpos kpos, batch head kpos e -> batch head qpos e")
+    attn_out = einops.einsum(z, W_O, "batch head pos e, head e d -> batch pos d") + b_O
+    resid = resid + attn_out
+
+    # MLP on every position
+    pre = resid @ W_in + b_in
+    post = _ACTS[act](pre)  # (batch, pos, d_mlp)
+    resid = resid + (post @ W_out + b_out)
+
+    logits = resid @ W_U + b_U  # (batch, pos, p)
+    return logits[:, -1].reshape(p, p, p), post[:, -1].reshape(p, p, d_mlp)
 
 
 # ----------------------------------------------------------------------------- basis

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from scidl.config import ConfigError, RunConfig, make_config
+from scidl.errors import ScidlError
 from scidl.phenomena.addition import definition, zoom
 from scidl.phenomena.addition.task import AdditionTask, carry_types, encode, make_dataset
 from scidl.registry import make_model
@@ -80,8 +81,12 @@ def test_the_definition_reads_planted_curves():
     assert definition.learning_order([100, 300, 100]) == "d0=d2<d1" and definition.learning_order([None, 5, 1]) == "d2<d1"
     s = definition.summarize(m)
     assert s["distinct_steps"] is False and s["final_acc_cascade"] == 1.0  # d0 and d2 tie
-    m2 = m.assign(test_acc_d2=np.where(m.step >= 200, 1.0, 0.0))
+    m2 = m.assign(test_acc_d2=np.where(m.step >= 450, 1.0, 0.0))  # 100, 300, 450: gaps of 4 and 3 evaluations
     assert definition.shows(m2) and not definition.shows(m2.assign(test_acc_d1=0.0))
+    near = m.assign(test_acc_d2=np.where(m.step >= 200, 1.0, 0.0))  # 100, 200, 300: two evaluations apart
+    assert not definition.shows(near) and definition.shows(near, min_gap=2) and definition.shows(near, min_gap=1)
+    with pytest.raises(ScidlError, match="min_gap=0"):
+        definition.shows(near, min_gap=0)
 
 
 def test_the_training_loss_is_cross_entropy_over_every_answer_digit():

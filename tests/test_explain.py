@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 import scidl
 from scidl.errors import ScidlError
@@ -22,26 +23,35 @@ def test_faithfulness_scale():
         faithfulness(math.nan, 0.1, 2.0)
 
 
-@pytest.fixture(scope="module")
-def grokked(tmp_path_factory):
-    cfg = scidl.make_config(p=31, d_model=64, n_heads=4, d_mlp=256, frac_train=0.7, lr=3e-3, steps=1200,
-                            eval_every=100, checkpoint_every=0)
-    return scidl.train(cfg, store=scidl.RunStore(tmp_path_factory.mktemp("runs")))
-
-
 def test_explain_grokking_names_the_fourier_parts_and_beats_random(grokked):
     assert grokked.metrics.test_acc.iloc[-1] > 0.99  # the fixture grokked
     e = scidl.explain(grokked)
     assert e.kind == "grokking" and e.run == grokked.hash and 0 < e.seconds < 60
     assert e.score > 0.8 and e.beats_random(), e.text()
     f = e.faithfulness
-    assert len(f["random_scores"]) == 5 and all(len(r) == len(f["mechanism"]) and not set(r) & set(f["mechanism"])
-                                                 for r in f["random_freqs"])
+    n_freqs = (31 - 1) // 2
+    assert len(f["random_scores"]) == 20 and all(len(r) == len(f["mechanism"]) and set(r) <= set(range(1, n_freqs + 1))
+                                                  for r in f["random_freqs"])
+    # drawn from all frequencies, the mechanism's included: a random set can share (and so win) with it
+    assert any(set(r) & set(f["mechanism"]) for r in f["random_freqs"])
+    # the score is an intervention inside the network, recomputed here from the test pairs: the embedding
+    # keeps only the key frequencies, the rest of the model runs as trained
+    from scidl.phenomena.grokking import zoom
+    from scidl.phenomena.grokking.task import make_dataset
+
+    tokens, labels = make_dataset(grokked.config.task).test
+    model = grokked.load_model()
+    restricted = zoom.with_embedding_freqs(model, f["mechanism"], keep=True)
+    with torch.no_grad():
+        full, kept = (float(torch.nn.functional.cross_entropy(m(tokens)[:, -1].double(), labels))
+                      for m in (model, restricted))
+    assert f["score"] == pytest.approx(faithfulness(kept, full, math.log(31)), rel=1e-6)
+    assert "logit_projection_score" in f and "oracle_score" in f and len(f["oracle"]) == len(f["mechanism"])
     assert {"W_E (embedding)", "MLP neurons", "W_L (neurons -> logits)", "logits"} <= set(e.parts.component)
     assert any(c.startswith("blocks.0.attn head") for c in e.parts.component)
     text = e.text()
     assert "faithfulness" in text and "key frequencies" in text
-    assert e._repr_markdown_().count("\n\n- ") == len(e.claims) + 1
+    assert e._repr_markdown_().count("\n\n- ") == len(e.claims) + 4  # faithfulness, intervention, oracle, projection
 
 
 def test_explain_refuses_what_it_cannot_explain(tmp_path, grokked):

@@ -419,3 +419,46 @@ def test_an_invalid_line_before_the_last_is_an_error(chain):
         f.write(b"garbage\n" + _lines(chain)[-1])
     with pytest.raises(LedgerError, match="line 5: not a JSON object"):
         chain.records()
+
+
+def test_p_value_matches_the_interval_verdict_and_holm_corrects_a_family(tmp_path):
+    from scidl.hypotheses import holm, p_value
+
+    # one-sided p < 0.025 exactly when the two-sided 95 % interval clears the threshold
+    for values in ([0.3, 0.5, 0.4, 0.6], [0.1, 0.9, -0.2, 0.4], [1.0, 1.2, 0.9]):
+        low, high = mean_ci(values)[1:]
+        assert (p_value(values, "mean", ">", 0.0) < 0.025) == (judge(">", 0.0, low, high) == "supported")
+    for k, n in ((6, 6), (5, 6), (9, 10), (3, 10)):
+        low, high = proportion_ci(k, n)[1:]
+        assert (p_value([1.0] * k + [0.0] * (n - k), "proportion", ">", 0.5) < 0.025) == (low > 0.5)
+    assert p_value([1.0], "mean", ">", 0.0) == 1.0  # one value: no test
+    # Holm: 0.01 <= 0.025/3 fails, so nothing is rejected; a lone 0.01 is
+    assert holm({"a": 0.01, "b": 0.012, "c": 0.02}) == {"a": False, "b": False, "c": False}
+    assert holm({"a": 0.005, "b": 0.012, "c": 0.02}) == {"a": True, "b": True, "c": True}
+    assert holm({"a": 0.009, "b": 0.02, "c": 0.001}) == {"c": True, "a": True, "b": True}
+    assert holm({"a": 0.013, "b": 0.02, "c": 0.001}) == {"c": True, "a": False, "b": False}  # 0.013 > 0.025/2
+    assert holm({"a": 0.01}) == {"a": True}
+
+
+def test_family_verdicts_correct_supported_claims_and_record_them(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    hs = [Hypothesis(id=f"F{i}", scope={}, comparison=">", threshold=0.0, claim=f"claim {i}",
+                     measurement="x", falsifier="interval reaches 0") for i in range(3)]
+    for h in hs:
+        ledger.register(h)
+    strong, weak = [1.0, 1.1, 0.9, 1.05, 0.95], [0.05, 0.25, 0.5, 0.75, 0.95]  # weak: one-sided p = 0.019
+    for i, values in enumerate((strong, weak, [-1.0, -1.1, -0.9, -1.05, -0.95])):
+        for j, v in enumerate(values):
+            ledger.add_evidence(f"F{i}", _run(10 * i + j, _after(ledger, f"F{i}")), v)
+    unadjusted = {r.id: r.verdict for r in ledger.table().itertuples()}
+    family = ledger.record_family_verdicts(["F0", "F1", "F2"]).set_index("id")
+    assert family.unadjusted.to_dict() == unadjusted
+    assert family.loc["F0", "verdict"] == "supported" and family.loc["F2", "verdict"] == "refuted"
+    assert unadjusted["F1"] == "supported" and family.loc["F1", "verdict"] == "inconclusive (Holm)"
+    recorded = [r for r in ledger.records("verdict")]
+    assert [r["hypothesis"] for r in recorded] == ["F0", "F1", "F2"] and recorded[1]["unadjusted"] == "supported"
+    assert ledger.verify() == len(ledger.records())  # the chain holds after several appends in one lock
+    ledger.record_family_verdicts(["F0", "F1", "F2"])  # the same decisions again: recorded once
+    assert len(ledger.records("verdict")) == 3
+    with pytest.raises(LedgerError, match="ids"):
+        ledger.family_verdicts([])

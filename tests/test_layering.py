@@ -6,6 +6,7 @@ import pytest
 
 LIB = Path(__file__).resolve().parents[1] / "lib" / "scidl"
 CORE = sorted(p for p in LIB.glob("*.py") if p.name != "__init__.py")  # scidl/__init__ registers them
+CORE += sorted((LIB / "yardsticks").glob("*.py"))  # the yardsticks are core: a phenomenon plugs in, never the reverse
 PHENOMENA = sorted(p for p in (LIB / "phenomena").iterdir() if p.is_dir() and (p / "__init__.py").exists())
 
 

@@ -1,5 +1,7 @@
 """Progress measures against planted inputs with known answers, and against an independent
-implementation of Nanda et al.'s code (tests/reference_nanda.py, which does not import scidl)."""
+implementation of Nanda et al.'s code (tests/reference_nanda.py, which does not import scidl and
+runs its own forward pass from the saved checkpoint; tests/test_reference_forward.py checks that
+forward against scidl's and shows that a planted operand swap is caught)."""
 import math
 
 import numpy as np
@@ -101,24 +103,40 @@ def test_gini_known_values_and_one_hot_spectrum():
     assert gini(fourier.fourier_component_norms(torch.randn(p, 64))) < 0.3
 
 
+def _reference_side(run, op):
+    """What the reference sees of a finished run, read from disk without scidl: the final
+    checkpoint's raw tensors, its own float64 forward over the grid (logits [a, b, c] and neuron
+    activations [a, b, n] at '='), and its own labels. scidl's grid_logits / neuron_acts are not used."""
+    state, config = ref.load_run_checkpoint(run.path)
+    logits, acts = ref.grid_forward(state, act=config["model"]["act"])
+    p = config["task"]["p"]
+    return state, logits, acts, ref.grid_labels(p, op)
+
+
 @pytest.mark.parametrize("op, p, sign", [("add", 31, 1), ("sub", 29, -1)])
 def test_agrees_with_independent_reference_on_a_trained_model(op, p, sign, tmp_path):
-    """Other operations and moduli than the notebooks use; tiny transformers trained here."""
+    """Other operations and moduli than the notebooks use; tiny transformers trained here. The
+    reference computes its logits from the saved checkpoint with its own forward pass, so a bug in
+    scidl's forward (say, operands swapped) makes the two sides disagree."""
     from scidl.store import RunStore
     cfg = make_config(op=op, p=p, d_model=32, n_heads=4, d_mlp=64, steps=150, lr=3e-3, eval_every=50,
                       checkpoint_every=0)
-    model = train(cfg, RunStore(tmp_path), progress=False).load_model()
+    run = train(cfg, RunStore(tmp_path), progress=False)
+    model = run.load_model()
     data = make_dataset(cfg.task)
+    state, L, _, labels = _reference_side(run, op)
+    # scidl's dataset is the grid in row a*p + b order with the reference's answers (the split is scidl's)
+    assert torch.equal(data.tokens, ref.grid_tokens(p)) and torch.equal(data.labels, labels)
+    L = L.flatten(0, 1)
     key = (1, 4, 7)
     ctx = Context(data, key, op)
-    L = circuits.grid_logits(model).flatten(0, 1).double()
     ours = [restricted_loss(model, ctx), excluded_loss(model, ctx), gini_W_E(model, ctx),
             gini_W_L(model, ctx), sum_squared_weights(model, ctx)]
-    theirs = [ref.restricted_loss(L, data.labels, key, sign=sign),
-              ref.excluded_loss(L, data.labels, data.is_train, key, sign=sign),
-              ref.gini_fourier_W_E(model.W_E[:p].detach().double()),
-              ref.gini_fourier_W_L(model.blocks[0].mlp.W_out.detach().double(), model.W_U.detach().double()),
-              ref.sum_squared_weights([q.detach().double() for q in model.parameters()])]
+    theirs = [ref.restricted_loss(L, labels, key, sign=sign),
+              ref.excluded_loss(L, labels, data.is_train, key, sign=sign),
+              ref.gini_fourier_W_E(state["W_E"][:p].double()),
+              ref.gini_fourier_W_L(state["blocks.0.mlp.W_out"].double(), state["W_U"].double()),
+              ref.sum_squared_weights(state)]
     for a, b in zip(ours, theirs):
         assert a == pytest.approx(b, rel=1e-6)
 
@@ -127,19 +145,25 @@ def test_agrees_with_independent_reference_on_a_trained_model(op, p, sign, tmp_p
 def test_key_freqs_agree_with_independent_neuron_cluster_rule(op, p, steps, tmp_path):
     """The paper's key-frequency rule (neurons clustered by dominant 2-D frequency, >= 0.85 explained,
     clusters of >= max(1, 2 % of d_mlp) neurons), re-implemented in reference_nanda, on tiny
-    transformers for other operations and moduli than the notebooks use."""
+    transformers for other operations and moduli than the notebooks use. The reference's neuron
+    activations come from its own forward pass over the saved checkpoint."""
     from scidl.store import RunStore
     cfg = make_config(op=op, p=p, d_model=32, n_heads=4, d_mlp=128, frac_train=0.8, lr=1e-2, steps=steps,
                       eval_every=100, checkpoint_every=0)
-    model = train(cfg, RunStore(tmp_path), progress=False).load_model()
+    run = train(cfg, RunStore(tmp_path), progress=False)
+    model = run.load_model()
     acts = circuits.neuron_acts(model)
-    assert acts.shape == (p, p, 128)
-    ours, theirs = fourier.neuron_freq_fractions(acts), ref.neuron_fraction_explained(acts)
+    _, _, ref_acts, _ = _reference_side(run, op)
+    assert acts.shape == ref_acts.shape == (p, p, 128)
+    # the fractions below are blind to a <-> b (a transposed grid has the same 2-D spectrum per block)
+    gap = float((acts.double() - ref_acts).abs().max())
+    assert gap <= 1e-5 * max(1.0, float(ref_acts.abs().max())), f"scidl's neuron activations are off by {gap}"
+    ours, theirs = fourier.neuron_freq_fractions(acts), ref.neuron_fraction_explained(ref_acts)
     assert ours.shape == theirs.shape == (128, p // 2)
     assert torch.allclose(ours.double(), theirs, atol=1e-5, rtol=0)
     key = circuits.key_freqs(model)
     assert key, "model should have key frequencies, otherwise the comparison is vacuous"
-    assert ref.key_freqs_from_neurons(acts) == key
+    assert ref.key_freqs_from_neurons(ref_acts) == key
 
 
 def test_progress_measures_one_row_per_checkpoint(tiny_config, store):

@@ -87,3 +87,17 @@ def test_paper_scale_parameters_name_real_parameters(nb):
     cell = next(c for c in nbformat.read(nb, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
     known = {p.name for p in PythonTranslator.inspect(cell)}
     assert set(yaml.safe_load(paper.read_text())) <= known
+
+
+@pytest.mark.parametrize("stem, param, value", [("08_automate_and_score", "transformer_seeds", [7, 7]),
+                                                ("08_automate_and_score", "q3_budget", 1),
+                                                ("07_iterate_addition", "fresh_seeds", [1, 1])])
+def test_repeated_seeds_and_budgets_are_refused_before_anything_runs(stem, param, value, tmp_path):
+    """A repeated seed is one model counted twice; a refusal comes in the setup cell, before training."""
+    nb = ROOT / "notebooks" / f"{stem}.ipynb"
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        _execute(nb, tmp_path / "bad.ipynb", **{param: value})
+    assert err.value.ename == "ScidlError" and param in err.value.evalue
+    executed = nbformat.read(tmp_path / "bad.ipynb", as_version=4)
+    ran = [c for c in executed.cells if c.cell_type == "code" and c.execution_count]
+    assert len(ran) == 3, "parameters, injected parameters, then the failing setup cell"

@@ -1,9 +1,8 @@
-"""scidl.predict: Q1 predictors and baselines on planted data, the disjointness of fitting and
-scoring sets (notebook 08 builds its sets through q1_configs), Q2 detector scores."""
+"""scidl.yardsticks.predict: Q1 predictors and baselines on planted data, the disjointness of fitting and
+scoring sets, Q2 detector scores."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import math
 
 import numpy as np
 import pandas as pd
@@ -11,10 +10,8 @@ import pytest
 from scipy import stats as scipy_stats
 
 import scidl
-from scidl import predict
+from scidl.yardsticks import predict
 from scidl.errors import ScidlError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_fitting_and_scoring_sets_must_be_disjoint():
@@ -27,10 +24,6 @@ def test_fitting_and_scoring_sets_must_be_disjoint():
     clash = [fit[0].replace(seed=100, data_seed=100)]
     with pytest.raises(ScidlError, match="never be used for fitting"):
         predict.check_disjoint(fit + clash, clash)
-    source = "".join("".join(c["source"]) for c in json.loads(
-        (ROOT / "notebooks" / "08_automate_and_score.ipynb").read_text())["cells"])
-    assert "predict.q1_configs(" in source  # notebook 08's sets are built (and checked) here
-    assert "predict.sample_configs(" in source  # addition's too
 
 
 def test_sample_configs_draws_within_the_grid_and_derives_fields():
@@ -301,3 +294,31 @@ def test_early_warning_refuses_empty_frames_and_missing_level_steps():
     with pytest.raises(ScidlError, match="level_step=nan for run c"):
         predict.early_warning(fit, pd.DataFrame(rows("c", True, math.nan)), "stat")
     assert predict.early_warning(fit, fit, "stat")["recall"] == 1.0
+
+
+def test_held_out_draws_keep_their_distance_and_extrapolation_leaves_the_grid():
+    grid = {"frac_train": [0.3, 0.5, 0.7], "weight_decay": [0.1, 1.0]}
+    assert predict.grid_distance(grid, {"frac_train": 0.5, "weight_decay": 1.0}, log=("weight_decay",)) == 0
+    assert predict.grid_distance(grid, {"frac_train": 0.4, "weight_decay": 10 ** -0.5},
+                                 log=("weight_decay",)) == pytest.approx(math.sqrt(0.5))
+    assert predict.grid_distance(grid, {"frac_train": 0.9, "weight_decay": 1.0}) == pytest.approx(1.0)
+    base = scidl.make_config(arch="mlp", p=23, d_mlp=32, steps=10)
+    _, near = predict.q1_configs(base, grid["frac_train"], grid["weight_decay"], 40, seed=1)
+    _, far = predict.q1_configs(base, grid["frac_train"], grid["weight_decay"], 40, seed=1, min_cells=0.35)
+    distance = lambda c: predict.grid_distance(grid, {"frac_train": c.task.frac_train,
+                                                      "weight_decay": c.train.weight_decay}, ("weight_decay",))
+    assert min(map(distance, near)) < 0.35 <= min(map(distance, far))  # the rule bites: without it, draws sit close
+    with pytest.raises(ScidlError, match="min_cells=0.5"):
+        predict.q1_configs(base, grid["frac_train"], grid["weight_decay"], 2, seed=1, min_cells=0.5)
+    out = predict.extrapolation_configs(base, grid, 12, seed=3, log=("weight_decay",))
+    for c in out:
+        f, w = c.task.frac_train, c.train.weight_decay
+        assert not (0.3 <= f <= 0.7 and 0.1 <= w <= 1.0), (f, w)  # outside the grid's box
+        assert 0.1 <= f <= 0.9 and 0.01 <= w <= 10.0  # within one cell (0.2; a decade) of it
+    assert len({c.hash for c in out}) == 12 and not {c.hash for c in out} & {c.hash for c in far}
+    add = scidl.make_config(kind="addition", n_digits=2, d_model=64, n_heads=4, d_mlp=256, steps=10)
+    wide = predict.extrapolation_configs(add, {"d_model": [16, 32, 96]}, 6, seed=0, multiple_of={"d_model": 4},
+                                         derive=lambda c: {"d_mlp": 4 * c["d_model"]})
+    assert all(c.model.d_model % 4 == 0 and (c.model.d_model < 16 or c.model.d_model > 96) for c in wide)
+    with pytest.raises(ScidlError, match="n=-1"):
+        predict.extrapolation_configs(base, grid, -1, seed=0)

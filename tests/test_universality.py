@@ -259,8 +259,14 @@ def test_distance_irrelevance_on_planted_clock_and_pizza():
     assert algorithms.distance_irrelevance(_Logits(pizza), task) < 1e-12  # depends on a - b only
     noise = 0.1 * torch.randn(p, p, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     q = algorithms.distance_irrelevance(_Logits(clock + noise), task)  # noise unrelated to distance
-    assert q > 0.85 and algorithms.label(q, 1.0) == "clock" and algorithms.label(0.1, 1.0) == "pizza"
-    assert algorithms.label(0.1, 0.5) == "unlearned"
+    assert q > 0.85 and algorithms.label(q, 1.0, s=0.3) == "clock" and algorithms.label(0.1, 1.0, s=0.99) == "pizza"
+    # q and s jointly, with an intermediate class; q alone (the MLP) cannot name a clock
+    assert algorithms.label(q, 1.0, s=0.95) == "intermediate" and algorithms.label(0.1, 1.0, s=0.3) == "intermediate"
+    assert algorithms.label(0.6, 1.0, s=0.3) == "intermediate" and algorithms.label(0.6, 1.0) == "intermediate"
+    assert algorithms.label(q, 1.0) == "not pizza" and algorithms.label(0.1, 1.0) == "pizza"
+    assert algorithms.label(0.1, 0.5) == "unlearned" and algorithms.label(0.1, 0.5, s=0.99) == "unlearned"
+    with pytest.raises(ScidlError, match="s=nan"):
+        algorithms.label(0.1, 1.0, s=float("nan"))
     with pytest.raises(ScidlError, match="q=nan"):
         algorithms.label(float("nan"), 1.0)
     with pytest.raises(ScidlError, match="undefined"):
@@ -337,4 +343,4 @@ def test_reading_is_distance_irrelevance_accuracy_and_label_from_one_grid():
     r = algorithms.reading(model, task)
     assert r["distance_irrelevance"] == algorithms.distance_irrelevance(model, task)
     assert r["accuracy"] == algorithms.accuracy(model, task) == 1.0
-    assert r["algorithm"] == algorithms.label(r["distance_irrelevance"], 1.0) == "clock"
+    assert r["algorithm"] == algorithms.label(r["distance_irrelevance"], 1.0) == "not pizza"  # q alone

@@ -7,7 +7,9 @@ answers),
     faithfulness(mechanism) = (L_chance - L) / (L_chance - L_full),
 1 when the mechanism alone does as well as the model, 0 when it does no better than chance. The
 same number for random mechanisms of the same size is the control: an explanation counts only if
-it clearly beats them (`Explanation.beats_random`).
+it clearly beats them (`Explanation.beats_random`). L comes from an intervention inside the network
+(the rest of the model ablated or restricted), never from projecting the model's own output; random
+mechanisms are drawn from all the candidates, the mechanism's own parts included.
 """
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ class Explanation:
 
     claims: one sentence per claim, in reading order; parts: a table of the named parts (component,
     role, evidence); faithfulness: the mechanism's score, the random mechanisms' scores and the
-    losses behind them; figures: callables that draw one matplotlib Figure each; seconds: wall time.
+    losses behind them; figures: callables that draw one matplotlib Figure each; seconds: wall time;
+    template: the known mechanism the explanation instantiates ("" when the tool found it itself).
     """
 
     kind: str
@@ -49,6 +52,7 @@ class Explanation:
     faithfulness: dict[str, Any]
     figures: list[Callable[[], Any]] = field(default_factory=list)
     seconds: float = math.nan
+    template: str = ""  # the known mechanism it instantiates, if any: apart from one the tool found itself
 
     @property
     def score(self) -> float:
@@ -65,11 +69,20 @@ class Explanation:
 
     def text(self) -> str:
         f = self.faithfulness
-        lines = [f"{self.kind} run {self.run}: explained in {self.seconds:.1f} s"]
+        lines = [f"{self.kind} run {self.run}: explained in {self.seconds:.1f} s"
+                 + (f"; template: {self.template}" if self.template else "; found by the tool, no template")]
         lines += [f"- {c}" for c in self.claims]
         lines.append(f"- faithfulness {self.score:.3f} (test loss {f['loss']:.4g} vs full {f['full_loss']:.4g}, "
                      f"chance {f['chance_loss']:.4g}); random mechanisms of the same size: "
-                     f"{', '.join(f'{s:.3f}' for s in f['random_scores'])}")
+                     f"{', '.join(f'{s:.3f}' for s in f['random_scores'])}"
+                     + (f" (drawn from {f['random_pool']})" if "random_pool" in f else ""))
+        if "intervention" in f:
+            lines.append(f"- faithfulness measured by intervention: {f['intervention']}")
+        if "oracle_score" in f:
+            lines.append(f"- oracle (the same number of parts chosen by energy) {f['oracle_score']:.3f}: {f['oracle']}")
+        if "logit_projection_score" in f:
+            lines.append(f"- the model's own logits projected onto the mechanism (not an intervention): "
+                         f"{f['logit_projection_score']:.3f}")
         return "\n".join(lines)
 
     __str__ = text

@@ -257,6 +257,40 @@ def _summary(values: list[float], statistic: str, comparison: str, threshold: fl
     return {"n": len(values), "mean": mean, "ci_low": low, "ci_high": high, "verdict": verdict}
 
 
+def p_value(values: list[float], statistic: str, comparison: str, threshold: float) -> float:
+    """Return the one-sided p-value of the main statistic against `threshold` in the predicted
+    direction: exact binomial for a proportion, Student's t for a mean (1.0 with fewer than two
+    values, or a constant sample not on the predicted side; 0.0 for a constant sample on it). Its
+    complement of the two-sided 95 % interval's verdict: 'supported' <=> p < 0.025."""
+    predicted = COMPARISONS[_comparison("p_value", comparison)]
+    values = [_finite("p_value", "values[]", v) for v in values]
+    n = len(values)
+    if statistic == "proportion":
+        if n == 0:
+            return 1.0
+        k = int(sum(values))
+        return float(stats.binom.sf(k - 1, n, threshold) if comparison == ">" else stats.binom.cdf(k, n, threshold))
+    if n < 2:
+        return 1.0
+    mean, sd = statistics.fmean(values), statistics.stdev(values)
+    if sd == 0:
+        return 0.0 if predicted(mean, threshold) else 1.0
+    t = (mean - threshold) / (sd / math.sqrt(n))
+    return float(stats.t.sf(t, n - 1) if comparison == ">" else stats.t.cdf(t, n - 1))
+
+
+def holm(p_values: Mapping[str, float], alpha: float = 0.025) -> dict[str, bool]:
+    """Return, per claim, whether Holm's step-down procedure rejects its null at family-wise `alpha`:
+    the i-th smallest of m p-values must be <= alpha / (m - i), and every smaller one rejected too."""
+    _level(1 - alpha)
+    out, going = {}, True
+    ranked = sorted(p_values, key=lambda k: (p_values[k], k))
+    for i, hid in enumerate(ranked):
+        going = going and p_values[hid] <= alpha / (len(ranked) - i)
+        out[hid] = going
+    return out
+
+
 # ---------------------------------------------------------------- ledger file
 
 
@@ -514,6 +548,47 @@ class Ledger:
             if last and {k: v for k, v in last[-1].items() if k in row} == row:
                 return last[-1]  # the same decision from the same evidence: recorded once
             return self._append(snap, {"kind": "verdict", **row, "decided_at": _now()})
+
+    def family_verdicts(self, ids: Any, alpha: float = 0.025) -> pd.DataFrame:
+        """Return the verdicts of one family of claims (a notebook's) corrected for multiplicity by
+        Holm's procedure: each main claim's one-sided p against its threshold (`p_value`); a claim
+        stays 'supported' only if Holm rejects its null at family-wise `alpha` (one-sided 0.025, the
+        side of a two-sided 95 % interval, so a family of one is judged as before) and it was
+        supported (controls included); 'refuted', 'inconclusive' and 'untested' are kept. Columns
+        id, p_value, unadjusted, verdict."""
+        return self._family(self.records(), ids, alpha)
+
+    def _family(self, records: list[dict[str, Any]], ids: Any, alpha: float) -> pd.DataFrame:
+        ids = [_text("family_verdicts", "ids[]", i) for i in ids] if hasattr(ids, "__iter__") \
+            and not isinstance(ids, (str, bytes)) else ids
+        if not isinstance(ids, list) or not ids or len(set(ids)) != len(ids):
+            raise _bad("family_verdicts", "ids", ids, "must be a non-empty list of distinct hypothesis ids")
+        rows = []
+        for hid in ids:
+            h, v = Hypothesis.from_dict(self._registration(records, hid)), self._verdict(records, hid)
+            values = [r["value"] for r in _rows(records, hid, MAIN)]
+            rows.append({"id": hid, "p_value": p_value(values, h.statistic, h.comparison, h.threshold),
+                         "unadjusted": v["verdict"]})
+        rejected = holm({r["id"]: r["p_value"] for r in rows}, alpha)
+        for r in rows:
+            r["verdict"] = ("supported" if rejected[r["id"]] else "inconclusive (Holm)") \
+                if r["unadjusted"] == "supported" else r["unadjusted"]
+        return pd.DataFrame(rows, columns=["id", "p_value", "unadjusted", "verdict"])
+
+    def record_family_verdicts(self, ids: Any, alpha: float = 0.025) -> pd.DataFrame:
+        """Record `family_verdicts(ids, alpha)`: one verdict record per claim (kind 'verdict') with the
+        Holm-corrected verdict, the unadjusted one, its p-value and the family; return the frame."""
+        with self._exclusive() as snap:
+            family = self._family(snap.records, ids, alpha)  # read under the same lock it is recorded under
+            for r in family.itertuples():
+                row = _strict({**self._verdict(snap.records, r.id), "verdict": r.verdict, "unadjusted": r.unadjusted,
+                               "p_value": r.p_value, "correction": "holm", "alpha": alpha, "family": list(family.id)})
+                last = [x for x in snap.records if x.get("kind") == "verdict" and x.get("hypothesis") == r.id]
+                if last and {k: v for k, v in last[-1].items() if k in row} == row:
+                    continue
+                rec = self._append(snap, {"kind": "verdict", **row, "decided_at": _now()})
+                snap = _Snapshot([*snap.records, rec], self.path.stat().st_size)  # the next record chains after it
+        return family
 
     def table(self) -> pd.DataFrame:
         """Return one row per hypothesis (refuted and inconclusive ones included) with its verdict

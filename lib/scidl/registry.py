@@ -40,6 +40,9 @@ class Phenomenon:
     measures: name -> measure(model, ctx), the progress measures.
     archs: the ModelConfig.arch values this task has a model for.
     explain(run, **options) -> a scidl.explain.Explanation of the run's final model (or None).
+    check_claims(run, explanation) -> a table (claim, predicted, observed, passed): each claim of the
+        explanation checked by an intervention (Q4; or None).
+    q3_task(run, **options) -> a scidl.yardsticks.q3.Q3Task: the run's Q3 problem (or None).
     """
 
     kind: str
@@ -54,6 +57,8 @@ class Phenomenon:
     measures: Mapping[str, Callable] = field(default_factory=dict)
     archs: tuple[str, ...] = ("transformer",)
     explain: Callable[..., Any] | None = None
+    check_claims: Callable[..., Any] | None = None
+    q3_task: Callable[..., Any] | None = None
 
 
 class SplitDataset:

@@ -14,4 +14,4 @@ PHENOMENON = register(Phenomenon(
     kind="addition", task=task.AdditionTask, make_dataset=task.make_dataset, make_model=model.make_model,
     loss=definition.training_loss, evaluate=definition.evaluate, summarize=definition.summarize,
     shows=definition.shows, measures=measures.MEASURES, archs=("transformer",),
-    explain=explaining.explain))
+    explain=explaining.explain, check_claims=explaining.check_claims, q3_task=zoom.q3_task))

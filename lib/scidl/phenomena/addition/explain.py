@@ -31,7 +31,7 @@ def _restricted_loss(model, tokens, labels, keep: set[str], cells: list[str]) ->
     return interventions.loss(model, tokens, labels, hooks)
 
 
-def explain(run, n_random: int = 5, n_prompts: int = 512) -> Explanation:
+def explain(run, n_random: int = 20, n_prompts: int = 512) -> Explanation:
     """Return the explanation of `run`'s final model (see the module docstring)."""
     for name, v, low in (("n_random", n_random, 1), ("n_prompts", n_prompts, 16)):
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
@@ -92,7 +92,8 @@ def explain(run, n_random: int = 5, n_prompts: int = 512) -> Explanation:
         top = carry.head(10)
         return plots.plot_effects(top, title=f"run {run.hash}: carry patching, top components")
 
-    return Explanation("addition", run.hash, claims, pd.DataFrame(parts), faith, [attention_figure])
+    return Explanation("addition", run.hash, claims, pd.DataFrame(parts), faith, [attention_figure],
+                       template="digit heads and a carry head (Quirke & Barez 2023), found per model (a known template)")
 
 
 def check_claims(run, explanation: Explanation, example: tuple[int, int] = (17, 25), min_drop: float = 0.1

@@ -150,7 +150,7 @@ def carry_patching(model, data: Dataset, rows: Tensor, column: int = 0, n: int =
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Return the ROC AUC of `scores` for binary `labels` (Mann-Whitney, ties counted half)."""
-    from scidl.scoring import auroc
+    from scidl.yardsticks.protocol import auroc
 
     return auroc(scores, labels)
 
@@ -235,3 +235,51 @@ def reads_addition(model, data: Dataset, n_prompts: int = 512, min_digit_attenti
     learned = (attention["digit_attention"] >= min_digit_attention
                and attention["carry_attention"] >= min_carry_attention and acc == 1.0)
     return {**attention, "train_acc_cascade": acc, "learned": bool(learned)}
+
+
+def q3_task(run, n: int = 256, seed: int = 0):
+    """Return addition's Q3 problem for `run`'s final model (scidl.yardsticks.q3): what makes the
+    units carry reach the tens digit. Clean x: a prompt whose units carry into a tens column that
+    does not pass it on; x': the same prompt with a's units digit lowered so nothing carries
+    (`carry_pairs`); the answer: the tens digit at its prediction position.
+
+    Candidates: every head and every MLP neuron (post-activation) of every layer at the tens digit's
+    prediction position, and, below the last layer, at every earlier position. Excluded as
+    bottlenecks by construction: the corrupted token's embedding (a's units digit) and each layer's
+    attention and MLP outputs at the answer position. Methods see `n` training pairs; the truth every
+    carry pair of the test split; a pair counts only when its corrupted prompt lies in the same split."""
+    from scidl.phenomena.addition.task import make_dataset
+    from scidl.yardsticks.q3 import Q3Task
+
+    n, seed = check_int("n", n, 2), check_int("seed", seed, 0)
+    model, data = run.load_model(), make_dataset(run.config.task)
+    if model.n_digits < 2:
+        raise ScidlError(f"run {run.hash} with n_digits={model.n_digits} is not allowed: the carry Q3 task needs "
+                         "a units carry into a tens digit (n_digits >= 2)")
+    train_rows, test_rows = torch.nonzero(data.is_train).flatten(), torch.nonzero(~data.is_train).flatten()
+    in_train = {tuple(t) for t in data.tokens[train_rows].tolist()}
+
+    def same_split(pairs, train: bool):  # the corrupted prompt from the clean prompt's split too
+        keep = torch.tensor([(tuple(t) in in_train) == train for t in pairs[1].tolist()])
+        return [x[keep] for x in pairs]
+    clean, corrupt, c_ans, _ = same_split(carry_pairs(data, train_rows, 0, n=10 ** 9, seed=seed), True)
+    clean, corrupt, c_ans = clean[:n], corrupt[:n], c_ans[:n]
+    t_clean, t_corrupt, t_ans, _ = same_split(carry_pairs(data, test_rows, 0, n=10 ** 9, seed=seed + 1), False)
+    if not len(clean) or not len(t_clean):
+        raise ScidlError(f"run {run.hash}: no carry pair whose corrupted prompt lies in the same split: "
+                         "the Q3 task needs both")
+    pos, cfg = model.answer_position(1), model.cfg
+    candidates = []
+    for layer in range(cfg.n_layers):
+        positions = [pos] if layer == cfg.n_layers - 1 else range(pos + 1)
+        for q in positions:
+            candidates += [f"blocks.{layer}.attn.hook_z:{h}@{q}" for h in range(cfg.n_heads)]
+            candidates += [f"blocks.{layer}.mlp.hook_post:{i}@{q}" for i in range(cfg.d_mlp)]
+    a_units = model.operand_positions(0)[0]
+    excluded = {f"hook_embed@{a_units}": "the corrupted token's embedding (a's units digit): every path starts there"}
+    for layer in range(cfg.n_layers):
+        excluded[f"blocks.{layer}.hook_attn_out@{pos}"] = "the heads' sum at the answer position"
+        excluded[f"blocks.{layer}.hook_mlp_out@{pos}"] = "the neurons' sum at the answer position"
+    return Q3Task(phenomenon="addition", corruption="a's units digit lowered so the units do not carry",
+                  candidates=tuple(candidates), excluded=excluded, clean=clean, corrupt=corrupt, labels=c_ans,
+                  truth_clean=t_clean, truth_corrupt=t_corrupt, truth_labels=t_ans, answer_pos=pos)

@@ -15,7 +15,8 @@ PHENOMENON = register(Phenomenon(
     kind="grokking", task=task.ModularTask, make_dataset=task.make_dataset, make_model=model.make_model,
     loss=step.last_position_loss, evaluate=definition.evaluate, summarize=definition.summarize,
     shows=definition.is_grokking, checkpoint_view=zoom.FourierView, measures=measures.MEASURES,
-    archs=("transformer", "mlp"), explain=explaining.explain))
+    archs=("transformer", "mlp"), explain=explaining.explain, check_claims=explaining.check_claims,
+    q3_task=zoom.q3_task))
 
 # Grokking on a non-abelian group (S_n composition): the same models, loss and definition.
 from scidl.phenomena.grokking import groups  # noqa: E402

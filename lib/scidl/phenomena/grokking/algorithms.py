@@ -15,9 +15,9 @@ The two statistics, as the paper defines them:
 Deviations: (1) the paper samples 100 triples for s; `n_triples` (default 1000) are drawn with a
 seed. (2) For the one-hot MLP, whose pre-activation is W_in[a] + W_in[p + b], the two gradients
 are identical, so s = 1 by construction and says nothing: `gradient_symmetricity` refuses it.
-(3) The paper reads the phase diagram by eye; `label` calls a model a pizza when q < 0.5 (the
-distance explains at least 3/4 of the correct logit's variance), our threshold, and only a model
-that learned the task (accuracy >= 0.99), as the paper scores only those. (4) The paper's models
+(3) The paper reads the phase diagram by eye; `label` reads q and s jointly with our thresholds
+(pizza: q < 0.5 and s >= 0.9; clock: q >= 0.8 and s < 0.9; anything else intermediate), and only a
+model that learned the task (accuracy >= 0.99), as the paper scores only those. (4) The paper's models
 read `a b` at b's position; ours read `a b =` at '='. (The authors' training script also logs the
 statistic on the largest incorrect logit; the paper and their evaluation use the correct logit, as here.)
 """
@@ -31,7 +31,9 @@ from torch import Tensor
 from scidl.errors import ScidlError
 from scidl.phenomena.grokking.circuits import all_tokens
 
-PIZZA_Q = 0.5  # distance irrelevance below this: a pizza (our threshold; the paper reads plots)
+PIZZA_Q = 0.5  # distance irrelevance below this: pizza-like (our threshold; the paper reads plots)
+CLOCK_Q = 0.8  # distance irrelevance at or above this: clock-like
+PIZZA_S = 0.9  # gradient symmetricity at or above this: pizza-like (a clock's gradients need not agree)
 
 
 def _check_add(model, task) -> int:
@@ -121,16 +123,27 @@ def gradient_symmetricity(model, task, n_triples: int = 1000, seed: int = 0) -> 
     return float(cos.mean())
 
 
-def label(q: float, accuracy: float) -> str:
-    """Return 'pizza' if the distance irrelevance q < PIZZA_Q, else 'clock'; 'unlearned' if the model's
-    accuracy over all pairs is below 0.99 (the paper scores only models that learned the task: an
-    untrained transformer has q ≈ 1 and s ≈ 1, which would read as a clock and a pizza at once)."""
-    for name, v in (("q", q), ("accuracy", accuracy)):
+def label(q: float, accuracy: float, s: float | None = None) -> str:
+    """Return the algorithm a model that learned the task runs, read from q and s jointly (Zhong et
+    al.'s two axes): 'clock' when q >= CLOCK_Q and s < PIZZA_S (distance irrelevant, gradients not
+    symmetric), 'pizza' when q < PIZZA_Q and s >= PIZZA_S, 'intermediate' otherwise (the paper's
+    non-circular and mixed models sit there). Without s (the one-hot MLP, where s = 1 by
+    construction) only q speaks: 'pizza' (q < PIZZA_Q), 'intermediate' (PIZZA_Q <= q < CLOCK_Q) or
+    'not pizza' (q >= CLOCK_Q; a clock cannot be told from other non-pizzas by q alone).
+    'unlearned' if the accuracy over all pairs is below 0.99 (the paper scores only models that
+    learned the task: an untrained transformer has q ≈ 1 and s ≈ 1, a clock and a pizza at once)."""
+    for name, v in (("q", q), ("accuracy", accuracy), *((("s", s),) if s is not None else ())):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
             raise ScidlError(f"{name}={v!r} is not allowed: must be a number, not NaN")
     if accuracy < 0.99:
         return "unlearned"
-    return "pizza" if q < PIZZA_Q else "clock"
+    if s is None:
+        return "pizza" if q < PIZZA_Q else "intermediate" if q < CLOCK_Q else "not pizza"
+    if q >= CLOCK_Q and s < PIZZA_S:
+        return "clock"
+    if q < PIZZA_Q and s >= PIZZA_S:
+        return "pizza"
+    return "intermediate"
 
 
 def accuracy(model, task) -> float:

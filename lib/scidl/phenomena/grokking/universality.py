@@ -59,9 +59,9 @@ def read_run(run, shuffle_seed: int = 0, n_triples: int = 1000) -> dict:
     if task.kind == "grokking" and task.op == "add":
         read = algorithms.reading(model, task)
         row["distance_irrelevance"] = read["distance_irrelevance"]
-        row["gradient_symmetricity"] = (algorithms.gradient_symmetricity(model, task, n_triples)
-                                        if cfg.model.arch == "transformer" else math.nan)  # 1 by construction
-        row["algorithm"] = read["algorithm"]
+        s = algorithms.gradient_symmetricity(model, task, n_triples) if cfg.model.arch == "transformer" else None
+        row["gradient_symmetricity"] = math.nan if s is None else s  # the MLP's is 1 by construction
+        row["algorithm"] = algorithms.label(read["distance_irrelevance"], read["accuracy"], s)
     return row
 
 

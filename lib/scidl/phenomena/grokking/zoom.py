@@ -145,3 +145,39 @@ class FourierView:
         from scidl import plots  # matplotlib only when a figure is drawn: `import scidl` stays light
 
         return plots.plot_checkpoint_view(share, self.key_freqs, acts, spectrum, step, neuron)
+
+
+def q3_task(run, n: int = 256, seed: int = 0, draws: int = 4):
+    """Return grokking's Q3 problem for `run`'s final transformer (scidl.yardsticks.q3): what at '='
+    makes the answer, under a resample corruption (x' = another random pair of the same split).
+
+    Candidates: every head and every MLP neuron (post-activation) at '=' (4 + d_mlp for Nanda's
+    shape; in one layer nothing at a or b reaches the answer except through '=' attention, which the
+    heads carry). Excluded as bottlenecks by construction: both operands' embeddings, the attention
+    output and the MLP output at '='. Methods see `n` training pairs and as many resampled partners;
+    the truth sees every test pair `draws` times, each with a fresh resampled test partner."""
+    from scidl.phenomena.grokking.task import make_dataset
+    from scidl.yardsticks.q3 import Q3Task
+
+    n, seed, draws = _int("n", n, 2), _int("seed", seed, 0), _int("draws", draws, 1)
+    cfg = run.config
+    if cfg.model.arch != "transformer" or cfg.model.n_layers != 1:
+        raise InterventionError(f"run {run.hash} (arch={cfg.model.arch!r}, n_layers={cfg.model.n_layers}) is not "
+                                "allowed: grokking's Q3 task is stated for the one-layer transformer")
+    data = make_dataset(cfg.task)
+    (tr, tr_y), (te, te_y) = data.train, data.test
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(tr), generator=gen)[:n]
+    partner = torch.randperm(len(tr), generator=gen)[:len(pick)]
+    reps = [torch.randperm(len(te), generator=gen) for _ in range(draws)]
+    pos, d_mlp, heads = 2, cfg.model.d_mlp, cfg.model.n_heads
+    candidates = ([f"blocks.0.attn.hook_z:{h}@{pos}" for h in range(heads)]
+                  + [f"blocks.0.mlp.hook_post:{i}@{pos}" for i in range(d_mlp)])
+    excluded = {"hook_embed@0": "operand a's embedding: every path from a starts there",
+                "hook_embed@1": "operand b's embedding: every path from b starts there",
+                f"blocks.0.hook_attn_out@{pos}": "the heads' sum at '=': the only route from a and b to the answer",
+                f"blocks.0.hook_mlp_out@{pos}": "the neurons' sum at '=': what the MLP adds to the answer, all of it"}
+    return Q3Task(phenomenon="grokking", corruption="another random pair of the same split (both operands resampled)",
+                  candidates=tuple(candidates), excluded=excluded, clean=tr[pick], corrupt=tr[partner], labels=tr_y[pick],
+                  truth_clean=te.repeat(draws, 1), truth_corrupt=torch.cat([te[r] for r in reps]),
+                  truth_labels=te_y.repeat(draws), answer_pos=pos)

@@ -25,8 +25,10 @@ statistic per run instead: flagged at its first checkpoint over a threshold set 
 precision on the fitting runs, scored by precision, recall and fire step / benchmark step.
 
 `sample_configs` (and `q1_configs`, its train-fraction x weight-decay case) builds the fitting grid
-and seeded held-out draws off the grid; `check_disjoint` refuses fitting and scoring sets that share a
-config: the held-out sets are never used for fitting or for choosing thresholds.
+and seeded held-out draws off the grid, at least `min_cells` grid cells from every grid point
+(`grid_distance`); `extrapolation_configs` draws configs beyond the grid's ends; `check_disjoint`
+refuses fitting and scoring sets that share a config: the held-out sets are never used for fitting
+or for choosing thresholds.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from scipy import optimize, stats
 
 from scidl.errors import ScidlError
 from scidl.hypotheses import proportion_ci
-from scidl.scoring import auroc
+from scidl.yardsticks.protocol import auroc
 
 
 def check_disjoint(fit: list, score: list, ignore_seeds: bool = False) -> None:
@@ -328,19 +330,87 @@ def _best_cut(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def q1_configs(base, frac_trains: list[float], weight_decays: list[float], n_held_out: int, seed: int = 8,
-               held_out_seed0: int = 100) -> tuple[list, list]:
+               held_out_seed0: int = 100, min_cells: float = 0.0) -> tuple[list, list]:
     """Return (fitting configs, held-out configs) for a Q1 sweep over train fraction x weight decay:
     `sample_configs` with weight decay on a log scale (refused unless positive)."""
     if not frac_trains or not weight_decays or min(weight_decays) <= 0:
         raise ScidlError(f"frac_trains={frac_trains!r}, weight_decays={weight_decays!r} are not allowed: "
                          "need non-empty grids and positive weight decays (sampled on a log scale)")
     return sample_configs(base, {"frac_train": frac_trains, "weight_decay": weight_decays}, n_held_out, seed,
-                          held_out_seed0, log=("weight_decay",))
+                          held_out_seed0, log=("weight_decay",), min_cells=min_cells)
+
+
+def grid_distance(grid: dict[str, list], point: dict, log: tuple[str, ...] = ()) -> float:
+    """Return the distance from `point` to the nearest point of the product grid `grid`, in grid
+    cells: per field, how far the value is from its nearest grid value in units of the local spacing
+    (log spacing for fields in `log`; beyond the grid's ends, the end cell's spacing), combined as a
+    Euclidean norm. A point on the grid is at 0; the centre of a 2-D cell at 0.71."""
+    total = 0.0
+    for f, values in grid.items():
+        v = sorted({float(x) for x in values})
+        x = float(point[f])
+        if f in log:
+            v, x = [math.log10(a) for a in v], math.log10(x)
+        if len(v) == 1:
+            d = 0.0 if x == v[0] else math.inf
+        else:
+            i = min(max(int(np.searchsorted(v, x)), 1), len(v) - 1)  # the cell [v[i-1], v[i]] (or the end one)
+            gap = v[i] - v[i - 1]
+            d = min(abs(x - v[i - 1]), abs(x - v[i])) / gap
+        total += d * d
+    return math.sqrt(total)
+
+
+def extrapolation_configs(base, grid: dict[str, list], n: int, seed: int, held_out_seed0: int = 500,
+                          log: tuple[str, ...] = (), multiple_of: dict[str, int] | None = None,
+                          derive=None) -> list:
+    """Return `n` configs outside the grid: one field (drawn) lies between a quarter of a cell and one
+    cell beyond one end of its grid (drawn), on its end cell's spacing (log for fields in `log`), the
+    others uniform over their grid's range as in `sample_configs`; each with its own seed from
+    `held_out_seed0`. A draw the config refuses (e.g. a train fraction of 1) is drawn again."""
+    from scidl.config import ConfigError
+
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ScidlError(f"n={n!r} is not allowed: must be an integer >= 0")
+    multiple_of, derive = multiple_of or {}, derive or (lambda fields: {})
+    multi = [f for f, v in grid.items() if len(set(v)) > 1]
+    if n and not multi:
+        raise ScidlError(f"grid={grid!r} is not allowed for extrapolation: no field has two values to step beyond")
+    rng, out = np.random.default_rng(seed), []
+    for i in range(n):
+        for _ in range(1000):
+            c = {f: _draw(rng, grid[f], f in log, multiple_of.get(f, 1), f) for f in grid}
+            f = multi[int(rng.integers(len(multi)))]
+            v = sorted(set(grid[f]))
+            hi = bool(rng.integers(2))
+            end, inner = (v[-1], v[-2]) if hi else (v[0], v[1])
+            if f in log:
+                step = math.log10(end) - math.log10(inner)
+                x = 10 ** (math.log10(end) + step * rng.uniform(0.25, 1.0))
+                x = float(f"{x:.3g}")
+            else:
+                x = end + (end - inner) * rng.uniform(0.25, 1.0)
+            if all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in v):
+                m = multiple_of.get(f, 1)
+                x = int(round(x / m) * m)
+            elif f not in log:
+                x = round(x, 2)
+            if x in set(v) or x <= 0:
+                continue
+            c[f] = x
+            try:
+                out.append(base.replace(**c, **derive(c), seed=held_out_seed0 + i, data_seed=held_out_seed0 + i))
+                break
+            except ConfigError:
+                continue
+        else:
+            raise ScidlError(f"grid={grid!r} is not allowed for extrapolation: 1000 draws were refused by the config")
+    return out
 
 
 def sample_configs(base, grid: dict[str, list], n_held_out: int, seed: int, held_out_seed0: int = 100,
                    log: tuple[str, ...] = (), multiple_of: dict[str, int] | None = None,
-                   derive=None) -> tuple[list, list]:
+                   derive=None, min_cells: float = 0.0) -> tuple[list, list]:
     """Return (fitting configs, held-out configs) for a Q1 sweep over the fields of `grid`.
 
     Fitting: the grid (every combination), seed 0. Held-out: `n_held_out` configs drawn with `seed`,
@@ -348,9 +418,13 @@ def sample_configs(base, grid: dict[str, list], n_held_out: int, seed: int, held
     to 2 decimals, or 3 significant digits on a log scale, so they print exactly; int fields a
     multiple of `multiple_of[field]`, default 1), each with its own seed from `held_out_seed0`.
     `derive(fields) -> dict` adds dependent fields to both sets (e.g. d_mlp = 4 d_model).
-    A draw that lands on a grid point is drawn again (a grid point under another seed is not an unseen
-    config); check_disjoint, seeds aside, guards the result. Raises ScidlError if the grid's range
-    leaves no off-grid config to draw."""
+    A draw that lands on a grid point, or nearer to one than `min_cells` grid cells (`grid_distance`),
+    is drawn again (a grid point under another seed is not an unseen config, and one a few percent
+    from it barely is); check_disjoint, seeds aside, guards the result. Raises ScidlError if the grid's
+    range leaves no such config to draw."""
+    if isinstance(min_cells, bool) or not isinstance(min_cells, numbers.Real) or not 0 <= min_cells < 0.5:
+        raise ScidlError(f"min_cells={min_cells!r} is not allowed: must be in [0, 0.5) (inside the grid no point "
+                         "is farther than half a cell from the grid along every field)")
     if not grid or any(not v for v in grid.values()):
         raise ScidlError(f"grid={grid!r} is not allowed: every field needs a non-empty list of values")
     bad = [f for f in log if min(grid[f]) <= 0]
@@ -367,10 +441,11 @@ def sample_configs(base, grid: dict[str, list], n_held_out: int, seed: int, held
     for i in range(n_held_out):
         for _ in range(1000):
             c = {f: _draw(rng, grid[f], f in log, multiple_of.get(f, 1), f) for f in names}
-            if tuple(c[f] for f in names) not in on_grid:
+            if tuple(c[f] for f in names) not in on_grid and grid_distance(grid, c, log) >= min_cells:
                 break
         else:
-            raise ScidlError(f"grid={grid!r} is not allowed for held-out draws: 1000 draws all landed on grid points")
+            raise ScidlError(f"grid={grid!r} is not allowed for held-out draws: 1000 draws all landed on grid points "
+                             f"or within min_cells={min_cells} of one")
         held.append(base.replace(**c, **derive(c), seed=held_out_seed0 + i, data_seed=held_out_seed0 + i))
     check_disjoint(fit, held, ignore_seeds=True)
     return fit, held
@@ -448,24 +523,6 @@ def early_warning(fit: pd.DataFrame, held_out: pd.DataFrame, statistic: str, eve
     fire = held_out.loc[held_out[statistic] >= t].groupby(run)[step].min().reindex(per_run.index)  # NaN: never
     r = per_run.assign(flagged=fire.notna(), ratio=(fire / per_run.level).where(per_run.eventually))
     hits = r[r.flagged & r.eventually].ratio
-    every = r[r.eventually].ratio.fillna(math.inf)  # an unflagged run that generalized never fired
-    flagged = r[r.flagged]
-    out |= {"n_flagged": len(flagged),
-            "precision": float(flagged.eventually.mean()) if len(flagged) else math.nan,
-            "precision_ci_low": proportion_ci(int(flagged.eventually.sum()), len(flagged))[1] if len(flagged) else math.nan,
-            "recall": float(r[r.eventually].flagged.mean()) if r.eventually.any() else math.nan,
-            "median_fire_ratio": float(hits.median()) if len(hits) else math.nan,
-            "twice_as_early": float((hits <= 0.5).mean()) if len(hits) else math.nan,
-            "median_fire_ratio_all": float(every.median()) if len(every) else math.nan,
-            "twice_as_early_all": float((every <= 0.5).mean()) if len(every) else math.nan}
-    return out
-    rows = []
-    for _, g in held_out.groupby(run):
-        on = g.loc[g[statistic] >= t, step]
-        rows.append({"flagged": len(on) > 0, "eventually": bool(g[eventually].iloc[0]),
-                     "ratio": on.min() / g[level_step].iloc[0] if len(on) and g[eventually].iloc[0] else math.nan})
-    r = pd.DataFrame(rows)
-    hits = r[r.flagged & r.eventually].ratio.dropna()
     every = r[r.eventually].ratio.fillna(math.inf)  # an unflagged run that generalized never fired
     flagged = r[r.flagged]
     out |= {"n_flagged": len(flagged),
