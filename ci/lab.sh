@@ -12,6 +12,11 @@ if [ -n "${SCIDL_STORE:-}" ]; then export SCIDL_STORE="$(realpath -m "$SCIDL_STO
 if [ -n "${SCIDL_LEDGER:-}" ]; then export SCIDL_LEDGER="$(realpath -m "$SCIDL_LEDGER")"; fi
 PORT="${SCIDL_LAB_PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 TOKEN="${SCIDL_LAB_TOKEN:-$(python -c 'import secrets; print(secrets.token_hex(24))')}"
+if [ "${#TOKEN}" -lt 32 ]; then  # the token is the only lock on a server that runs code
+    echo "SCIDL_LAB_TOKEN (${#TOKEN} characters) is not allowed: a token must have at least 32 characters;" \
+         "unset it for a random one" >&2
+    exit 2
+fi
 AS_ROOT=()
 if [ "$(id -u)" = 0 ]; then AS_ROOT=(--allow-root); fi
 python - <<PY

@@ -75,7 +75,7 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def lab_server(root_dir: Path, env: dict[str, str], timeout: float = 180.0):
     """Start `bash ci/lab.sh` serving `root_dir`; yield (base URL, token, output lines); stop it."""
-    port, token = _free_port(), "scidl-test-" + os.urandom(8).hex()
+    port, token = _free_port(), "scidl-test-" + os.urandom(16).hex()  # lab.sh refuses fewer than 32 characters
     home = root_dir.parent / "jupyter-home"  # no user settings or workspaces leak in
     env = {**os.environ, **env, "SCIDL_LAB_PORT": str(port), "SCIDL_LAB_TOKEN": token,
            "SCIDL_LAB_DIR": str(root_dir), "JUPYTER_CONFIG_DIR": str(home / "config"),
@@ -257,3 +257,10 @@ def test_report_in_the_browser_shows_every_verdict(tmp_path):
         assert page.url.endswith(f"html/{NOTEBOOKS[0].stem}.html")
         assert page.locator("img[src^='data:image/png']").count() >= 1, "figures are inline in the page"
         page.screenshot(path=str(SHOTS / f"report_{NOTEBOOKS[0].stem}.png"))
+
+
+def test_lab_refuses_a_short_token_before_starting(tmp_path):
+    env = {**os.environ, "SCIDL_LAB_TOKEN": "a", "SCIDL_LAB_PORT": str(_free_port()), "SCIDL_LAB_DIR": str(tmp_path)}
+    done = subprocess.run(["bash", str(ROOT / "ci" / "lab.sh")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "SCIDL_LAB_TOKEN (1 characters) is not allowed" in done.stderr and "at least 32" in done.stderr

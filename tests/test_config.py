@@ -89,3 +89,12 @@ def test_grokking_hashes_survive_the_move_to_plug_ins():
     del old["task"]["kind"], old["train"]["batch_size"]
     assert RunConfig.from_dict(old).hash == make_config(p=97).hash
     assert make_config(batch_size=64).hash != make_config().hash
+
+
+@pytest.mark.parametrize("field, value", [("seed", 2**32), ("seed", 2**64), ("data_seed", 2**40), ("seed", -1)])
+def test_seeds_are_bounded_where_every_generator_accepts_them(field, value):
+    with pytest.raises(ConfigError, match=f"{field}={value}"):
+        make_config(**{field: value})
+    with pytest.raises(ConfigError, match=f"data_seed={value}" if field == "data_seed" else f"seed={value}"):
+        make_config(kind="addition", **{field: value})
+    assert make_config(seed=2**32 - 1, data_seed=2**32 - 1).train.seed == 2**32 - 1

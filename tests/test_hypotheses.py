@@ -462,3 +462,9 @@ def test_family_verdicts_correct_supported_claims_and_record_them(tmp_path):
     assert len(ledger.records("verdict")) == 3
     with pytest.raises(LedgerError, match="ids"):
         ledger.family_verdicts([])
+
+
+def test_a_scope_key_that_is_no_config_field_is_refused():
+    with pytest.raises(LedgerError, match="scope key='task.pp' is not allowed"):
+        _h(scope={"task.pp": 23})
+    assert _h(scope={"task.p": 23, "task.n_digits": 2}).scope  # any registered phenomenon's field

@@ -91,7 +91,12 @@ def test_paper_scale_parameters_name_real_parameters(nb):
 
 @pytest.mark.parametrize("stem, param, value", [("08_automate_and_score", "transformer_seeds", [7, 7]),
                                                 ("08_automate_and_score", "q3_budget", 1),
-                                                ("07_iterate_addition", "fresh_seeds", [1, 1])])
+                                                ("08_automate_and_score", "n_held_out", -1),
+                                                ("08_automate_and_score", "early_frac", 2.0),
+                                                ("08_automate_and_score", "held_out_seed", -5),
+                                                ("07_iterate_addition", "fresh_seeds", [1, 1]),
+                                                ("06_generalize", "mlp_seeds", []),
+                                                ("06_generalize", "workers", 0)])
 def test_repeated_seeds_and_budgets_are_refused_before_anything_runs(stem, param, value, tmp_path):
     """A repeated seed is one model counted twice; a refusal comes in the setup cell, before training."""
     nb = ROOT / "notebooks" / f"{stem}.ipynb"

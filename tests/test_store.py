@@ -126,6 +126,11 @@ def test_checkpoint_of_another_shape_is_refused_naming_the_folder(tiny_config, s
     other, _ = _trained(tiny_config.replace(d_mlp=32), store)
     target = run.path / "checkpoints" / "step_0000060.safetensors"
     target.write_bytes((other.path / "checkpoints" / "step_0000060.safetensors").read_bytes())
+    with pytest.raises(StoreError, match="bytes changed"):  # the swap itself is caught by the manifest
+        run.load_model(60)
+    from scidl.store import write_manifest
+
+    write_manifest(run.path)  # a swap with a rewritten manifest: the shape still gives it away
     with pytest.raises(StoreError, match="does not fit the run's config"):
         run.load_model(60)
 
@@ -134,3 +139,77 @@ def test_unknown_run_is_a_clear_key_error(store):
     with pytest.raises(RunNotFound, match="run='nope' is not allowed") as err:
         store.load("nope")
     assert isinstance(err.value, KeyError)
+
+
+# ---------------------------------------------------------------- integrity (manifest.json)
+
+
+def test_every_one_byte_flip_in_a_run_folder_is_detected(store):
+    """Each byte of every file of a small run, flipped in turn, is named on load (sha256 manifest)."""
+    from scidl.config import make_config
+
+    cfg = make_config(arch="mlp", p=5, d_mlp=4, act="quadratic", steps=2, eval_every=1, checkpoint_every=1)
+    run = train(cfg, store, progress=False)
+    files = sorted(p for p in run.path.rglob("*") if p.is_file())
+    assert {p.name for p in files} >= {"manifest.json", "summary.json", "metrics.parquet", "config.json"}
+    missed, total = [], 0
+    for path in files:
+        data = bytearray(path.read_bytes())
+        for i in range(len(data)):
+            data[i] ^= 0xFF
+            path.write_bytes(bytes(data))
+            try:
+                store.load(cfg.hash)
+                for step in run.checkpoint_steps:
+                    run.load_state(step)
+            except StoreError:
+                pass
+            else:
+                missed.append((path.name, i))
+            data[i] ^= 0xFF
+            total += 1
+        path.write_bytes(bytes(data))
+    assert total > 1000 and missed == [], missed[:5]
+    store.load(cfg.hash)  # restored: loads again
+
+
+def test_an_edited_summary_is_named_set_aside_and_retrained(tiny_config, store):
+    run, first = _trained(tiny_config, store)
+    path = run.path / "summary.json"
+    path.write_text(path.read_text().replace('"status": "finished"', '"status": "finished" ', 1))
+    with pytest.raises(StoreError, match="bytes changed") as err:
+        store.load(tiny_config)
+    assert str(path) in str(err.value) and not store.has(tiny_config)
+    with pytest.warns(StoreWarning, match="moved to .damaged-"):
+        again, second = _trained(tiny_config, store)
+    assert second != first and store.has(tiny_config)
+
+
+def test_a_missing_manifest_or_an_extra_checkpoint_is_damage(tiny_config, store):
+    from scidl.store import MANIFEST
+
+    run, _ = _trained(tiny_config, store)
+    extra = run.path / "checkpoints" / "step_0000030.safetensors"
+    extra.write_bytes((run.path / "checkpoints" / "step_0000020.safetensors").read_bytes())
+    with pytest.raises(StoreError, match="not in the manifest"):
+        store.load(tiny_config)
+    extra.unlink()
+    (run.path / MANIFEST).unlink()
+    with pytest.raises(StoreError, match="manifest.json: missing"):
+        store.load(tiny_config)
+
+
+def test_non_finite_weights_are_refused_even_with_a_consistent_manifest(tiny_config, store):
+    from safetensors.torch import load_file, save_file
+
+    from scidl.store import write_manifest
+
+    run, _ = _trained(tiny_config, store)
+    path = run.path / "checkpoints" / "step_0000020.safetensors"
+    state = load_file(path)
+    state["W_E"][0, 0] = float("nan")
+    save_file(state, path)
+    write_manifest(run.path)  # the bytes are now "as written": only the values betray the damage
+    with pytest.raises(StoreError, match="non-finite weights in \\['W_E'\\]") as err:
+        run.load_state(20)
+    assert str(path) in str(err.value)

@@ -49,8 +49,16 @@ def normalize(cfg: Any) -> None:
         object.__setattr__(cfg, f.name, value)
 
 
+SEED_MAX = 2**32 - 1  # what every seeded generator here accepts (numpy's legacy seeds, torch's, Python's)
+
+
 def check_field_int(owner: str, name: str, value: Any, minimum: int) -> None:
     check_int(f"{owner}.{name}", value, minimum, error=ConfigError)
+
+
+def check_field_seed(owner: str, name: str, value: Any) -> None:
+    """Raise ConfigError unless `value` is a seed: an integer in [0, SEED_MAX]."""
+    check_int(f"{owner}.{name}", value, 0, SEED_MAX, error=ConfigError)
 
 
 def check_field_positive(owner: str, name: str, value: Any) -> None:
@@ -132,7 +140,7 @@ class TrainConfig:
         check_field_int("TrainConfig", "warmup_steps", self.warmup_steps, 0)
         check_field_int("TrainConfig", "eval_every", self.eval_every, 1)
         check_field_int("TrainConfig", "checkpoint_every", self.checkpoint_every, 0)
-        check_field_int("TrainConfig", "seed", self.seed, 0)
+        check_field_seed("TrainConfig", "seed", self.seed)
         check_field_choice("TrainConfig", "loss_dtype", self.loss_dtype, LOSS_DTYPES)
         check_field_int("TrainConfig", "batch_size", self.batch_size, 0)
         if not isinstance(self.checkpoint_steps, (list, tuple)):

@@ -99,7 +99,19 @@ def _scope(value: Any) -> tuple[tuple[str, Any], ...]:
     keys = [_text("Hypothesis", "scope key", k) for k, _ in pairs]
     if len(set(keys)) != len(keys):
         raise _bad("Hypothesis", "scope", value, "each config field may appear once")
+    unknown = sorted(set(keys) - _config_fields())
+    if unknown:  # a misspelt field would put every run out of scope: no evidence could ever count
+        raise _bad("Hypothesis", "scope key", unknown[0], f"must be a flat config field, e.g. "
+                   f"{sorted(_config_fields())[:6]} (any phenomenon's: see RunConfig.flat())")
     return tuple(sorted((k, _scalar("Hypothesis", k, v)) for k, v in pairs))
+
+
+def _config_fields() -> set[str]:
+    """Return every flat config field of every registered phenomenon (`RunConfig.flat()` keys)."""
+    from scidl.config import make_config
+    from scidl.registry import PHENOMENA
+
+    return {k for kind in PHENOMENA for k in make_config(kind=kind).flat()}
 
 
 def _controls(value: Any) -> tuple[Control, ...]:

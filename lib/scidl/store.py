@@ -2,6 +2,10 @@
 
 A run is trained inside `.tmp-<hash>-<pid>/` and renamed to `<hash>/` only when complete,
 so a killed run never leaves a directory that looks finished. Nothing is read through pickle.
+`manifest.json`, written last, holds the sha256 of every other file; every load checks it, so a
+flipped byte, an edited summary or a swapped checkpoint is named (StoreError with the file), and
+`train()` sets the folder aside and retrains, as for any damaged folder. Non-finite weights are
+refused on load.
 """
 from __future__ import annotations
 
@@ -115,6 +119,63 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:07d}.safetensors"
 
 
+MANIFEST = "manifest.json"  # sha256 of every other file of a finished run, written last
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex sha256 of the file at `path`."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_files(path: Path) -> list[str]:
+    """Return the files of the run folder `path` that its manifest covers, relative and sorted:
+    config.json, summary.json, metrics.parquet and every checkpoint."""
+    names = [n for n in ("config.json", "summary.json", "metrics.parquet") if (path / n).is_file()]
+    names += [f"{CHECKPOINTS}/{f.name}" for f in sorted((path / CHECKPOINTS).glob("step_*.safetensors"))]
+    return names
+
+
+def write_manifest(path: Path) -> None:
+    """Record the sha256 of every file of the run folder `path` in its manifest."""
+    atomic_write_json(path / MANIFEST, {"sha256": {n: sha256_file(path / n) for n in run_files(path)}})
+
+
+def read_manifest(path: Path) -> dict[str, str]:
+    """Return the manifest's file -> sha256 map of the run folder `path` (StoreError if it is missing
+    or malformed: a folder without one predates these checks or lost it, and is damaged)."""
+    if not (path / MANIFEST).is_file():
+        raise StoreError(f"{path / MANIFEST}: missing, so the run's files cannot be checked (written by an "
+                         f"older scidl, or removed); the run folder is damaged: it is set aside and retrained")
+    manifest = read_json(path / MANIFEST)
+    hashes = manifest.get("sha256") if isinstance(manifest, dict) else None
+    if not isinstance(hashes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in hashes.items()):
+        raise StoreError(f"{path / MANIFEST}: not a manifest (a JSON object with a 'sha256' map of file -> hash)")
+    return hashes
+
+
+def verify_manifest(path: Path) -> dict[str, str]:
+    """Return the manifest of the run folder `path` after checking every file against it: StoreError
+    naming the file that is missing, extra, or whose bytes changed since the run was written."""
+    hashes = read_manifest(path)
+    present = run_files(path)
+    for name in sorted(set(hashes) | set(present)):
+        if name not in present:
+            raise StoreError(f"{path / name}: missing, but the manifest lists it; the run folder is damaged")
+        if name not in hashes:
+            raise StoreError(f"{path / name}: not in the manifest (added after the run was written); the run "
+                             f"folder is damaged")
+        if sha256_file(path / name) != hashes[name]:
+            raise StoreError(f"{path / name}: its bytes changed since the run was written (sha256 differs from "
+                             f"the manifest); the run folder is damaged")
+    return hashes
+
+
 @dataclass(frozen=True)
 class Run:
     """A finished run on disk: its config, per-eval metrics and summary; checkpoints load lazily."""
@@ -143,10 +204,18 @@ class Run:
             raise StoreError(f"step={step!r} is not allowed: run {self.hash} has checkpoints at {steps}")
         path = self.path / CHECKPOINTS / checkpoint_name(step)
         try:
-            return load_file(path)
+            state = load_file(path)
         except Exception as e:  # safetensors raises its own error types for damaged files
             raise StoreError(f"{path}: cannot be read as safetensors ({type(e).__name__}: {e}); the "
                              f"checkpoint is damaged") from None
+        hashes = read_manifest(self.path)  # this checkpoint's bytes as written, now (not only when the run was opened)
+        if sha256_file(path) != hashes.get(f"{CHECKPOINTS}/{path.name}"):
+            raise StoreError(f"{path}: its bytes changed since the run was written (sha256 differs from the "
+                             f"manifest); the checkpoint is damaged")
+        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise StoreError(f"{path}: non-finite weights in {bad[:3]}; the checkpoint is damaged")
+        return state
 
     def load_model(self, step: int | None = None):
         """Return the model with the weights saved at `step` (default: the last), in eval mode."""
@@ -205,6 +274,7 @@ class RunStore:
             f.seek(0, os.SEEK_END)
             if f.tell() < 8 or (f.seek(-4, os.SEEK_END), f.read(4))[1] != b"PAR1":
                 raise StoreError(f"{path / 'metrics.parquet'}: truncated (no Parquet footer)")
+        verify_manifest(path)  # last, so the checks above name what they find in their own words
         return config
 
     def load(self, key: RunConfig | str) -> Run:
@@ -264,6 +334,7 @@ class RunStore:
         """Write metrics and summary (last), then publish the work directory atomically."""
         atomic_write_parquet(work / "metrics.parquet", metrics)
         atomic_write_json(work / "summary.json", summary)
+        write_manifest(work)  # last: every file's sha256, checked on every load
         final = self.root / work.name.split("-")[1]
         if final.exists() and not (final / "summary.json").exists():
             self.set_aside(final.name, "no summary.json: an incomplete folder")

@@ -218,11 +218,13 @@ def hand_over(method: Callable[..., Any], model: torch.nn.Module, *args: Any, **
 
 
 def check_seeds(name: str, seeds: Any, minimum: int = 1) -> list[int]:
-    """Return `seeds` as a list of distinct integers in [0, 2**31 - 1], at least `minimum` of them;
+    """Return `seeds` as a list of distinct integers in [0, SEED_MAX], at least `minimum` of them;
     ScidlError naming `name` otherwise (a repeated seed is the same model twice, not two models)."""
     if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
         raise ScidlError(f"{name}={seeds!r} is not allowed: must be a list of seeds")
-    seeds = [check_int(f"{name}[]", s, 0, 2**31 - 1) for s in seeds]
+    from scidl.config import SEED_MAX
+
+    seeds = [check_int(f"{name}[]", s, 0, SEED_MAX) for s in seeds]
     if len(seeds) < minimum or len(set(seeds)) != len(seeds):
         raise ScidlError(f"{name}={seeds!r} is not allowed: must be at least {minimum} distinct seeds")
     return seeds

@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from scidl.config import ModelConfig, TrainConfig, check_field_int, check_memory, fail, normalize
+from scidl.config import ModelConfig, TrainConfig, check_field_int, check_field_seed, check_memory, fail, normalize
 from scidl.registry import SplitDataset
 
 PLUS, EQUALS = 10, 11  # tokens 0-9 are digits
@@ -54,7 +54,7 @@ class AdditionTask:
         if not 1 <= self.n_train <= self.n_pairs - 1:
             fail("AdditionTask", "frac_train", self.frac_train,
                  f"it leaves {self.n_train} of {self.n_pairs} pairs for training; both splits must be non-empty")
-        check_field_int("AdditionTask", "data_seed", self.data_seed, 0)
+        check_field_seed("AdditionTask", "data_seed", self.data_seed)
 
     @property
     def n_all(self) -> int:

@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from scidl.config import ModelConfig, TrainConfig, check_field_choice, check_field_int, check_memory, fail, normalize
+from scidl.config import ModelConfig, TrainConfig, check_field_choice, check_field_int, check_field_seed, check_memory, fail, normalize
 from scidl.errors import ScidlError
 from scidl.phenomena.grokking.task import Dataset, full_batch_bytes, train_mask
 
@@ -200,7 +200,7 @@ class GroupTask:
         if not 1 <= self.n_train <= n - 1:
             fail("GroupTask", "frac_train", self.frac_train,
                  f"it leaves {self.n_train} of {n} pairs for training; both splits must be non-empty")
-        check_field_int("GroupTask", "data_seed", self.data_seed, 0)
+        check_field_seed("GroupTask", "data_seed", self.data_seed)
 
     @property
     def symmetric_group(self) -> SymmetricGroup:

@@ -9,7 +9,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from scidl.config import (ModelConfig, TrainConfig, check_field_choice, check_field_int, check_memory, fail,
+from scidl.config import (ModelConfig, TrainConfig, check_field_choice, check_field_int, check_field_seed, check_memory, fail,
                           normalize)
 from scidl.registry import SplitDataset
 
@@ -83,7 +83,7 @@ class ModularTask:
             fail("ModularTask", "frac_train", self.frac_train,
                   f"it leaves {self.n_train} of {n} pairs for training and {n - self.n_train} for "
                   f"testing; both splits must be non-empty")
-        check_field_int("ModularTask", "data_seed", self.data_seed, 0)
+        check_field_seed("ModularTask", "data_seed", self.data_seed)
 
     @property
     def n_train(self) -> int:
