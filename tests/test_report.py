@@ -132,3 +132,29 @@ def test_training_draws_a_bar_unless_under_ci(ci, bar, tiny_config, store, monke
     monkeypatch.setenv("CI", ci)
     train(tiny_config, store)
     assert (f"run {tiny_config.hash}" in capsys.readouterr().err) is bar
+
+
+def test_write_report_refuses_a_bad_title_or_a_name_twice_and_writes_nothing(tmp_path):
+    good = _planted(tmp_path / "99_planted.ipynb", "a = 1\n")
+    (tmp_path / "other").mkdir()
+    twin = _planted(tmp_path / "other" / "99_planted.ipynb", "a = 2\n")
+    with pytest.raises(ReportError, match="must have distinct file names"):
+        write_report([good, twin], tmp_path / "out")
+    for title in (None, "", "  ", 3):
+        with pytest.raises(ReportError, match="title="):
+            write_report([good], tmp_path / "out", title=title)
+    assert not (tmp_path / "out").exists()
+
+
+def test_rendered_pages_run_no_script_a_notebook_put_there(tmp_path):
+    nb = _planted(tmp_path / "96_script.ipynb", "a = 1\n")
+    planted = nbformat.read(nb, as_version=4)
+    planted.cells.append(new_markdown_cell("<script>alert('markdown')</script> <img src=x onerror=alert(2)>"))
+    planted.cells.append(new_code_cell("...", outputs=[new_output(
+        "display_data", data={"text/html": "<script>alert('output')</script><b>bold</b>", "text/plain": "b"})]))
+    nbformat.write(planted, nb)
+    write_report([nb], tmp_path / "out")
+    page = (tmp_path / "out" / "html" / "96_script.html").read_text()
+    for raw in ("<script>alert('markdown')", "<script>alert('output')", "<img src=x onerror", "<img src=\"x\" onerror"):
+        assert raw not in page, raw  # escaped or removed: shown as text at most, never run
+    assert "<b>bold</b>" in page  # harmless markup stays

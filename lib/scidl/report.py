@@ -78,7 +78,9 @@ def render_html(path: Path | str, target: Path | str) -> Path:
     """Render the executed notebook `path` to the standalone HTML file `target` (figures inline)."""
     from nbconvert import HTMLExporter  # imported here: nbconvert is slow to import
 
-    body, _ = HTMLExporter(template_name="lab").from_filename(str(path))
+    # sanitized: markdown cells and text/html outputs lose scripts and event handlers, so opening a
+    # page runs nothing a notebook put there (figures stay: they are images)
+    body, _ = HTMLExporter(template_name="lab", sanitize_html=True).from_filename(str(path))
     return _write_atomic(Path(target), body)
 
 
@@ -86,6 +88,13 @@ def write_report(notebooks: list[Path | str], out: Path | str, title: str = "sci
     """Render `notebooks` into `out/html/` and write the index `out/index.html`; return its path."""
     if isinstance(notebooks, (str, Path)) or not notebooks:
         raise ReportError(not_allowed("notebooks", notebooks, "must be a non-empty list of executed .ipynb paths"))
+    if not isinstance(title, str) or not title.strip():
+        raise ReportError(not_allowed("title", title, "must be a non-empty string"))
+    names = [Path(nb).stem for nb in notebooks]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # their pages would overwrite each other under html/
+        raise ReportError(not_allowed("notebooks", [str(nb) for nb in notebooks if Path(nb).stem in twice],
+                                      f"must have distinct file names: {twice} appear more than once"))
     out = Path(out)
     summaries = [summarize(nb) for nb in notebooks]  # every notebook is read before anything is written
     (out / "html").mkdir(parents=True, exist_ok=True)
