@@ -2,7 +2,8 @@
 
 A run is trained inside `.tmp-<hash>-<pid>/` and renamed to `<hash>/` only when complete,
 so a killed run never leaves a directory that looks finished. Nothing is read through pickle.
-`manifest.json`, written last, holds the sha256 of every other file; every load checks it, so a
+`manifest.json`, written just before `summary.json` (the last file, the marker of a finished run),
+holds the sha256 of every other file, the summary's included; every load checks it, so a
 flipped byte, an edited summary or a swapped checkpoint is named (StoreError with the file), and
 `train()` sets the folder aside and retrains, as for any damaged folder. Non-finite weights are
 refused on load.
@@ -105,8 +106,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def json_bytes(obj: Any) -> bytes:
+    """Return the bytes the store writes for `obj` as JSON."""
+    return json.dumps(obj, indent=2, sort_keys=True).encode()
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
@@ -119,7 +125,7 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:07d}.safetensors"
 
 
-MANIFEST = "manifest.json"  # sha256 of every other file of a finished run, written last
+MANIFEST = "manifest.json"  # sha256 of every other file of a finished run, written just before summary.json
 
 
 def sha256_file(path: Path) -> str:
@@ -141,9 +147,14 @@ def run_files(path: Path) -> list[str]:
     return names
 
 
-def write_manifest(path: Path) -> None:
-    """Record the sha256 of every file of the run folder `path` in its manifest."""
-    atomic_write_json(path / MANIFEST, {"sha256": {n: sha256_file(path / n) for n in run_files(path)}})
+def write_manifest(path: Path, pending: dict[str, bytes] | None = None) -> None:
+    """Record the sha256 of every file of the run folder `path` in its manifest, and of `pending`
+    files (name -> the bytes about to be written: the summary, written after it as the run's marker)."""
+    import hashlib
+
+    hashes = {n: sha256_file(path / n) for n in run_files(path)}
+    hashes |= {n: hashlib.sha256(data).hexdigest() for n, data in (pending or {}).items()}
+    atomic_write_json(path / MANIFEST, {"sha256": dict(sorted(hashes.items()))})
 
 
 def read_manifest(path: Path) -> dict[str, str]:
@@ -333,8 +344,9 @@ class RunStore:
     def commit(self, work: Path, metrics: pd.DataFrame, summary: dict[str, Any]) -> Path:
         """Write metrics and summary (last), then publish the work directory atomically."""
         atomic_write_parquet(work / "metrics.parquet", metrics)
-        atomic_write_json(work / "summary.json", summary)
-        write_manifest(work)  # last: every file's sha256, checked on every load
+        summary_bytes = json_bytes(summary)
+        write_manifest(work, {"summary.json": summary_bytes})  # every file's sha256, checked on every load
+        atomic_write_bytes(work / "summary.json", summary_bytes)  # last: the marker of a finished run
         final = self.root / work.name.split("-")[1]
         if final.exists() and not (final / "summary.json").exists():
             self.set_aside(final.name, "no summary.json: an incomplete folder")
