@@ -15,6 +15,7 @@ read-check-append runs under an exclusive `flock` on `<ledger>.lock`.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -108,10 +109,18 @@ def _scope(value: Any) -> tuple[tuple[str, Any], ...]:
 
 def _config_fields() -> set[str]:
     """Return every flat config field of every registered phenomenon (`RunConfig.flat()` keys)."""
-    from scidl.config import make_config
     from scidl.registry import PHENOMENA
 
-    return {k for kind in PHENOMENA for k in make_config(kind=kind).flat()}
+    return set(_fields_of(tuple(sorted(PHENOMENA))))
+
+
+@functools.lru_cache(maxsize=4)
+def _fields_of(kinds: tuple[str, ...]) -> frozenset[str]:
+    """The flat config fields of these phenomena, built once per set of kinds (every Hypothesis read
+    from a ledger checks its scope against them)."""
+    from scidl.config import make_config
+
+    return frozenset(k for kind in kinds for k in make_config(kind=kind).flat())
 
 
 def _controls(value: Any) -> tuple[Control, ...]:

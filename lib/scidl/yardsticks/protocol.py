@@ -126,6 +126,11 @@ class _FlopCount:
         return Mode()
 
 
+def _batch(first: Any) -> int:
+    """Return the rows a pass over `first` (its input) covers: its leading dimension, else 1."""
+    return int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1
+
+
 class Meter:
     """Context manager counting what is spent on `model` while it is active (see the module docstring)."""
 
@@ -150,8 +155,7 @@ class Meter:
                 self._depth -= 1
             if outermost:
                 self.forward += 1
-                first = args[0] if args else next(iter(kwargs.values()), None)
-                self.rows += int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1
+                self.rows += _batch(args[0] if args else next(iter(kwargs.values()), None))
                 if isinstance(output, Tensor) and output.requires_grad:
                     output.register_hook(self._on_backward)
             return output
@@ -167,8 +171,7 @@ class Meter:
         if self._depth == 0 and self._side is None:
             self._side = module
             self.forward += 1
-            first = args[0] if args else None
-            self.rows += int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1
+            self.rows += _batch(args[0] if args else None)
 
     def _leave_below(self, module, args, output) -> None:
         if module is self._side:
