@@ -250,7 +250,13 @@ def test_report_in_the_browser_shows_every_verdict(tmp_path):
             assert not missing, f"{nb.stem}: the report's row lacks {missing}"
             question = " ".join(re.search(r"\*\*Question\.\*\*(.*?)\n\s*\n", nbformat.read(nb, as_version=4)
                                           .cells[0].source, flags=re.S).group(1).replace("*", "").split())
-            assert question and question in " ".join(shown.split()), f"{nb.stem}: the row shows its question"
+            text, maths = re.split(r"\$[^$]+\$", question), re.findall(r"\$[^$]+\$", question)
+            flat = " ".join(shown.split())
+            assert question and all(t.strip() in flat for t in text), f"{nb.stem}: the row shows its question"
+            assert row.locator("math").count() == len(maths), f"{nb.stem}: its math is rendered (MathML), not raw"
+            assert row.locator("img.thumb").count() == 1, f"{nb.stem}: the row shows its key figure"
+            if "verdicts = {" in "\n".join(expected):
+                assert row.locator("span.badge").count() >= 3, f"{nb.stem}: hypothesis verdicts are badges"
         page.screenshot(path=str(SHOTS / "report_index.png"), full_page=True)
         page.locator("a", has_text=NOTEBOOKS[0].stem).first.click()
         page.wait_for_load_state("domcontentloaded")

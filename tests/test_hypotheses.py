@@ -468,3 +468,64 @@ def test_a_scope_key_that_is_no_config_field_is_refused():
     with pytest.raises(LedgerError, match="scope key='task.pp' is not allowed"):
         _h(scope={"task.pp": 23})
     assert _h(scope={"task.p": 23, "task.n_digits": 2}).scope  # any registered phenomenon's field
+
+
+# ---------------------------------------------------------------- anchors outside the file
+
+
+def _forge(ledger, **edit):
+    """Edit the first registration and recompute content_hash and every hash after it: a chain that
+    verifies on its own."""
+    from scidl.hypotheses import _sha256
+
+    recs = [json.loads(line) for line in ledger.path.read_text().splitlines()]
+    recs[0].update(edit)
+    recs[0]["content_hash"] = Hypothesis.from_dict(recs[0]).content_hash
+    prev = ""
+    for rec in recs:
+        rec["prev"] = prev
+        rec.pop("hash")
+        rec["hash"] = prev = _sha256(rec)
+    ledger.path.write_text("".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in recs))
+
+
+def test_a_recomputed_chain_with_an_edited_hypothesis_is_refused_by_its_anchors(chain, tmp_path):
+    content = chain.hypothesis("H1").content_hash  # as printed when it was registered
+    anchor_file = tmp_path / "anchor.json"
+    saved = chain.save_anchor(anchor_file)
+    assert saved == {"records": 4, "hash": chain.records()[-1]["hash"]}
+    assert chain.verify(anchor=anchor_file, hypotheses={"H1": content}) == 4
+    _add(chain, [2.2], start=3)  # records after the anchor do not break it
+    assert chain.verify(anchor=saved) == 5
+    before = chain.verdict("H1")["verdict"]
+    _forge(chain, threshold=5.0)  # the prediction moved past the evidence: the verdict flips
+    assert chain.verify() == 5 and chain.verdict("H1")["verdict"] != before  # the chain alone is fooled
+    with pytest.raises(LedgerError, match="line 4: hash .* is not the anchor's"):
+        chain.verify(anchor=anchor_file)
+    with pytest.raises(LedgerError, match=f"line 1: hypothesis H1 has content hash .*, not the anchored {content}"):
+        chain.verify(hypotheses={"H1": content})
+
+
+def test_an_anchor_beyond_the_chain_means_records_were_removed(chain):
+    saved = chain.anchor()
+    chain.path.write_bytes(b"".join(_lines(chain)[:2]))
+    with pytest.raises(LedgerError, match="has 2 records but the anchor holds 4"):
+        chain.verify(anchor=saved)
+
+
+@pytest.mark.parametrize("anchor", [{"records": 0, "hash": "0" * 64}, {"records": 1}, {"records": True, "hash": "0" * 64},
+                                    [1, "x"], "/nonexistent/anchor.json"])
+def test_a_malformed_anchor_is_refused_naming_it(chain, anchor):
+    with pytest.raises(LedgerError, match="verify.anchor="):
+        chain.verify(anchor=anchor)
+
+
+@pytest.mark.parametrize("hypotheses", [{}, {"H1": "xyz"}, {"H1": "A" * 16}, ["H1"]])
+def test_malformed_content_anchors_are_refused(chain, hypotheses):
+    with pytest.raises(LedgerError, match="verify.hypotheses"):
+        chain.verify(hypotheses=hypotheses)
+
+
+def test_save_anchor_refuses_the_ledger_itself(chain):
+    with pytest.raises(LedgerError, match="save_anchor.path"):
+        chain.save_anchor(chain.path)

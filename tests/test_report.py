@@ -158,3 +158,62 @@ def test_rendered_pages_run_no_script_a_notebook_put_there(tmp_path):
     for raw in ("<script>alert('markdown')", "<script>alert('output')", "<img src=x onerror", "<img src=\"x\" onerror"):
         assert raw not in page, raw  # escaped or removed: shown as text at most, never run
     assert "<b>bold</b>" in page  # harmless markup stays
+
+
+def _png(width=640, height=480) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def test_index_renders_math_badges_and_thumbnails_offline(tmp_path):
+    cells = [
+        new_markdown_cell("# 98 · Math\n\n**Question.** Does $(a + b) \\bmod p$ grok, and is $\\sqrt{B C}$ a law? "
+                          "It costs \\$5 and *this* stays $x$.\n"),
+        new_code_cell("plot", outputs=[new_output("display_data", data={"image/png": _png(), "text/plain": "<Figure>"})]),
+        new_markdown_cell("## Verdict"),
+        new_code_cell("...", outputs=[_stdout("verdicts = {'H0': 'supported', 'H1': 'refuted', 'H2': 'inconclusive (Holm)'}\n"
+                                              "U6 = unstable\nsupportedness = 3\n")]),
+    ]
+    nb = tmp_path / "math.ipynb"
+    nbformat.write(new_notebook(cells=cells, metadata={"papermill": {"duration": 3.0}}), nb)
+    plain = _planted(tmp_path / "plain.ipynb", "x = 1\n")
+    page = write_report([nb, plain], tmp_path / "out").read_text()
+    assert page.count("<math ") == 3 and "<msqrt>" in page and "$(a + b)" not in page and "\\bmod" not in page
+    assert "$5" in page and "<em>this</em>" in page  # an escaped dollar is text, emphasis still renders
+    for word in ("supported", "refuted", "inconclusive", "unstable"):
+        assert f'<span class="badge {word}">{word}</span>' in page
+    assert "supportedness" in page and '<span class="badge supported">supportedness' not in page  # whole words only
+    thumbs = [line for line in page.splitlines() if 'class="thumb"' in line]
+    assert len(thumbs) == 1 and "key figure of math" in thumbs[0]  # the notebook without a figure has none
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    data = re.search(r'src="data:image/png;base64,([^"]+)"', thumbs[0]).group(1)
+    assert Image.open(io.BytesIO(base64.b64decode(data))).size == (320, 240)  # scaled down, aspect kept
+    assert "<script" not in page and "<link" not in page and not re.search(r'(src|href)="(https?:)?//', page)
+
+
+def test_the_key_figure_is_the_last_one_before_the_verdict(tmp_path):
+    cells = [new_markdown_cell("# t\n\n**Question.** q"),
+             new_code_cell("a", outputs=[new_output("display_data", data={"image/png": _png(400, 100)})]),
+             new_code_cell("b", outputs=[new_output("display_data", data={"image/png": _png(400, 400)})]),
+             new_markdown_cell("## Verdict"),
+             new_code_cell("c", outputs=[new_output("display_data", data={"image/png": _png(400, 200)}),
+                                         _stdout("x = 1\n")])]
+    nbformat.write(new_notebook(cells=cells), tmp_path / "t.ipynb")
+    import base64
+    import io
+
+    from PIL import Image
+
+    s = summarize(tmp_path / "t.ipynb")
+    assert Image.open(io.BytesIO(base64.b64decode(s.figure))).size == (320, 320)

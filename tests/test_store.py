@@ -213,3 +213,38 @@ def test_non_finite_weights_are_refused_even_with_a_consistent_manifest(tiny_con
     with pytest.raises(StoreError, match="non-finite weights in \\['W_E'\\]") as err:
         run.load_state(20)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("swap", "the checkpoint is not this run's"),
+    ("drop one", r"do not match the config's schedule \(missing \[40\]"),
+    ("no folder", "checkpoints: missing or not a folder"),
+    ("a file", "checkpoints: missing or not a folder"),
+])
+def test_checkpoints_that_are_not_the_configs_are_damage_even_with_a_consistent_manifest(tiny_config, store,
+                                                                                       damage, message):
+    """The manifest says the files are as written; the config says what should have been written."""
+    import shutil
+
+    from scidl.store import write_manifest
+
+    run, _ = _trained(tiny_config, store)
+    folder = run.path / "checkpoints"
+    if damage == "swap":
+        other, _ = _trained(tiny_config.replace(d_mlp=32), store)
+        for f in folder.iterdir():
+            f.write_bytes((other.path / "checkpoints" / f.name).read_bytes())
+    elif damage == "drop one":
+        (folder / "step_0000040.safetensors").unlink()
+    else:
+        shutil.rmtree(folder)
+        if damage == "a file":
+            folder.write_text("not a folder")
+    write_manifest(run.path)
+    assert not store.has(tiny_config)
+    with pytest.raises(StoreError, match=message):
+        store.load(tiny_config)
+    with pytest.warns(StoreWarning, match=message):
+        again = train(tiny_config, store, progress=False)  # set aside, trained once more
+    assert store.has(tiny_config) and again.checkpoint_steps == [0, 20, 40, 60]
+    assert again.load_model(40).blocks[0].mlp.W_in.shape[-1] == tiny_config.model.d_mlp

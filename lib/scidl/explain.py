@@ -20,15 +20,14 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from scidl.errors import ScidlError
+from scidl.errors import ScidlError, check_mapping, check_number, check_type
 from scidl.registry import phenomenon_of
 
 
 def faithfulness(loss: float, full_loss: float, chance_loss: float) -> float:
     """Return (chance - loss) / (chance - full); ScidlError if undefined (the model is no better than chance)."""
-    for name, v in (("loss", loss), ("full_loss", full_loss), ("chance_loss", chance_loss)):
-        if not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ScidlError(f"{name}={v!r} is not allowed: faithfulness needs finite losses")
+    loss, full_loss, chance_loss = (check_number(name, v, 0) for name, v in  # finite, >= 0; numpy/torch scalars too
+                                    (("loss", loss), ("full_loss", full_loss), ("chance_loss", chance_loss)))
     if not chance_loss - full_loss > 1e-9:
         raise ScidlError(f"full_loss={full_loss:.4g} is not allowed: the model is no better than chance "
                          f"({chance_loss:.4g}), so there is nothing to explain and faithfulness is undefined")
@@ -54,6 +53,28 @@ class Explanation:
     seconds: float = math.nan
     template: str = ""  # the known mechanism it instantiates, if any: apart from one the tool found itself
 
+    def __post_init__(self) -> None:
+        if isinstance(self.claims, (str, bytes)) or not isinstance(self.claims, (list, tuple)) \
+                or not all(isinstance(c, str) for c in self.claims):
+            raise ScidlError(f"claims={self.claims!r:.200} is not allowed: must be a list of sentences (strings)")
+        check_type("parts", self.parts, pd.DataFrame, "a DataFrame of the named parts")
+        f = check_mapping("faithfulness", self.faithfulness, "a mapping with score, random_scores, loss, "
+                          "full_loss and chance_loss")
+        missing = [k for k in ("score", "random_scores", "loss", "full_loss", "chance_loss") if k not in f]
+        if missing:
+            raise ScidlError(f"faithfulness={f!r:.200} is not allowed: it lacks {missing}")
+        check_number("faithfulness['score']", f["score"])
+        for k in ("loss", "full_loss", "chance_loss"):
+            check_number(f"faithfulness[{k!r}]", f[k], 0)
+        randoms = f["random_scores"]
+        if isinstance(randoms, (str, bytes)) or not hasattr(randoms, "__iter__") or not len(list(randoms)):
+            raise ScidlError(f"faithfulness['random_scores']={randoms!r} is not allowed: must be a non-empty list "
+                             "(the control: random mechanisms of the same size)")
+        for i, v in enumerate(randoms):
+            check_number(f"faithfulness['random_scores'][{i}]", v)
+        if not all(callable(d) for d in self.figures):
+            raise ScidlError(f"figures={self.figures!r:.200} is not allowed: must be callables that draw a figure")
+
     @property
     def score(self) -> float:
         return float(self.faithfulness["score"])
@@ -65,6 +86,7 @@ class Explanation:
 
     def beats_random(self, margin: float = 0.2) -> bool:
         """Return whether the mechanism beats every random mechanism of its size by `margin`."""
+        margin = check_number("margin", margin)
         return self.score - self.random_score > margin
 
     def text(self) -> str:
@@ -109,6 +131,14 @@ def explain(run, **options: Any) -> Explanation:
     phenomenon = phenomenon_of(run.config)
     if phenomenon.explain is None:
         raise ScidlError(f"run of kind {phenomenon.kind!r} is not allowed: that phenomenon has no explain()")
+    import inspect
+
+    accepted = [n for n, prm in inspect.signature(phenomenon.explain).parameters.items()
+                if prm.kind in (prm.KEYWORD_ONLY, prm.POSITIONAL_OR_KEYWORD)][1:]  # after the run
+    unknown = [o for o in options if o not in accepted]
+    if unknown:
+        raise ScidlError(f"option {unknown[0]}={options[unknown[0]]!r} is not allowed: {phenomenon.kind}'s explain "
+                         f"takes {accepted}")
     start = time.perf_counter()
     out = phenomenon.explain(run, **options)
     out.seconds = time.perf_counter() - start

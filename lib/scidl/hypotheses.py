@@ -11,6 +11,14 @@ The ledger is a JSON-lines hash chain: each record carries `seq`, the previous r
 `prev`, and its own `hash` (sha256 of its canonical JSON without `hash`), so an edited, removed,
 inserted or reordered line is detected by `Ledger.verify()` (and by every read). Every
 read-check-append runs under an exclusive `flock` on `<ledger>.lock`.
+
+A chain alone cannot stop an editor who edits a line and recomputes every hash after it. Anchors kept
+outside the file can: `Ledger.anchor()` (the number of records and the last hash, to commit or send
+on) and each hypothesis's `content_hash` (printed when registered, and in the committed notebook
+outputs that nbval compares). `verify(anchor=..., hypotheses=...)` refuses a chain whose first n
+records are not the anchored ones, or whose registration of an anchored hypothesis has other content,
+however consistently its hashes were recomputed. They cannot stop a rewrite of the anchor itself (its
+copy in git or in a committed output), and an anchor says nothing about records appended after it.
 """
 from __future__ import annotations
 
@@ -462,11 +470,47 @@ class Ledger:
             os.fsync(f.fileno())
         return rec
 
-    def verify(self) -> int:
+    def verify(self, anchor: Any = None, hypotheses: Mapping[str, str] | None = None) -> int:
         """Return the number of records after checking the whole hash chain (LedgerError names the
-        first broken line; a torn last line only warns)."""
+        first broken line; a torn last line only warns) and the anchors kept outside the file:
+        `anchor` ({"records": n, "hash": h} from `anchor()`, or the path of a file `save_anchor`
+        wrote): record n - 1 must have hash h; `hypotheses` ({id: content_hash}, as printed when
+        they were registered): each registration must hold that content, recomputed from its fields."""
+        head = _anchor_of(anchor) if anchor is not None else None
+        expected = _content_anchors(hypotheses) if hypotheses is not None else {}
         with self._shared() as records:
+            if head is not None:
+                n, h = head
+                if len(records) < n:
+                    raise LedgerError(f"ledger {self.path} has {len(records)} records but the anchor holds {n}: "
+                                      f"records were removed")
+                if records[n - 1]["hash"] != h:
+                    raise LedgerError(f"ledger {self.path} line {n}: hash {records[n - 1]['hash'][:16]} is not the "
+                                      f"anchor's {h[:16]}: a record up to line {n} was rewritten (hashes recomputed)")
+            for hid, content in expected.items():
+                reg = self._registration(records, hid)
+                got = Hypothesis.from_dict(reg).content_hash
+                if got != content or reg.get("content_hash") != content:
+                    raise LedgerError(f"ledger {self.path} line {reg['seq'] + 1}: hypothesis {hid} has content hash "
+                                      f"{got}, not the anchored {content}: it was edited after registration")
             return len(records)
+
+    def anchor(self) -> dict[str, Any]:
+        """Return the head of the verified chain, {"records": n, "hash": last hash}, to keep where the
+        ledger's editor cannot rewrite it quietly (a committed file, a notebook output, a message)."""
+        with self._shared() as records:
+            return {"records": len(records), "hash": records[-1]["hash"] if records else ""}
+
+    def save_anchor(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Write `anchor()` as JSON to `path` (for example a file tracked by git) and return it."""
+        if not isinstance(path, (str, os.PathLike)) or Path(path) == self.path:
+            raise _bad("save_anchor", "path", path, "must be a file path other than the ledger's")
+        head = self.anchor()
+        target = Path(path)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(json.dumps(head) + "\n")
+        os.replace(tmp, target)
+        return head
 
     def records(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Return the verified records, optionally only those of `kind`."""
@@ -635,6 +679,32 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
     except (UnicodeDecodeError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None
+
+
+def _anchor_of(anchor: Any) -> tuple[int, str]:
+    """Return (records, hash) of an anchor given as a mapping or the path of a saved anchor file."""
+    if isinstance(anchor, (str, os.PathLike)):
+        try:
+            anchor = json.loads(Path(anchor).read_text())
+        except (OSError, ValueError) as e:
+            raise _bad("verify", "anchor", str(anchor), f"must be a readable anchor file ({e})") from None
+    if not isinstance(anchor, Mapping) or set(anchor) != {"records", "hash"}:
+        raise _bad("verify", "anchor", anchor, 'must be {"records": n, "hash": h} from Ledger.anchor() or its file')
+    n, h = anchor["records"], anchor["hash"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1 or not isinstance(h, str) or len(h) != 64:
+        raise _bad("verify", "anchor", anchor, "must hold records >= 1 and a 64-hex-digit hash")
+    return n, h
+
+
+def _content_anchors(hypotheses: Any) -> dict[str, str]:
+    """Return {id: content_hash} after checking it is a mapping of ids to 16-hex-digit hashes."""
+    if not isinstance(hypotheses, Mapping) or not hypotheses:
+        raise _bad("verify", "hypotheses", hypotheses, "must be a non-empty {id: content_hash} mapping")
+    for hid, h in hypotheses.items():
+        if not isinstance(hid, str) or not isinstance(h, str) or len(h) != 16 \
+                or any(c not in "0123456789abcdef" for c in h):
+            raise _bad("verify", f"hypotheses[{hid!r}]", h, "must be a 16-hex-digit content hash")
+    return dict(hypotheses)
 
 
 def _run_hashes(runs: Any) -> list[str]:

@@ -285,7 +285,8 @@ class RunStore:
             f.seek(0, os.SEEK_END)
             if f.tell() < 8 or (f.seek(-4, os.SEEK_END), f.read(4))[1] != b"PAR1":
                 raise StoreError(f"{path / 'metrics.parquet'}: truncated (no Parquet footer)")
-        verify_manifest(path)  # last, so the checks above name what they find in their own words
+        verify_manifest(path)  # then the files are the ones written; are they the run's config's?
+        _check_checkpoints(path, config, summary)
         return config
 
     def load(self, key: RunConfig | str) -> Run:
@@ -393,6 +394,62 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def expected_checkpoint_steps(config: RunConfig) -> set[int]:
+    """Return the steps a finished run of `config` saves checkpoints at (step 0 and the last included)."""
+    t = config.train
+    every = set(range(0, t.steps + 1, t.checkpoint_every)) if t.checkpoint_every else set()
+    return every | {s for s in t.checkpoint_steps if s <= t.steps} | {0, t.steps}
+
+
+_SHAPES: dict[str, dict[str, tuple[int, ...]]] = {}
+
+
+def _state_shapes(config: RunConfig) -> dict[str, tuple[int, ...]]:
+    """Return the state-dict shapes of the model `config` builds (on the meta device: no weights, no
+    change to the global random state), cached per model and task."""
+    d = config.to_dict()
+    key = json.dumps([d["model"], d["task"]], sort_keys=True)
+    if key not in _SHAPES:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = make_model(config.model, config.task)
+        _SHAPES[key] = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return _SHAPES[key]
+
+
+def _check_checkpoints(path: Path, config: RunConfig, summary: dict[str, Any]) -> None:
+    """Raise StoreError unless the run folder `path` holds the checkpoints its config saves (all of
+    them for a finished run; from step 0 on, none past the schedule, for a diverged one), each with
+    the tensor names and shapes of the config's model (read from the safetensors headers only)."""
+    from safetensors import safe_open
+
+    folder = path / CHECKPOINTS
+    if not folder.is_dir():
+        raise StoreError(f"{folder}: missing or not a folder; the run folder is damaged")
+    files = sorted(folder.iterdir())
+    odd = [f.name for f in files if not re.fullmatch(r"step_\d{7}\.safetensors", f.name)]
+    if odd:
+        raise StoreError(f"{folder}: holds {odd[:3]}, not checkpoints (step_NNNNNNN.safetensors); the run folder "
+                         f"is damaged")
+    steps = {int(f.name[5:12]) for f in files}
+    expected = expected_checkpoint_steps(config)
+    if (summary.get("status") == "finished" and steps != expected) or not steps <= expected or 0 not in steps:
+        missing, extra = sorted(expected - steps)[:5], sorted(steps - expected)[:5]
+        raise StoreError(f"{folder}: checkpoints at {len(steps)} steps do not match the config's schedule "
+                         f"(missing {missing}, unexpected {extra}); the run folder is damaged")
+    want = _state_shapes(config)
+    for f in files:
+        try:
+            with safe_open(str(f), "pt") as st:
+                got = {k: tuple(st.get_slice(k).get_shape()) for k in st.keys()}
+        except Exception as e:  # safetensors raises its own error types for damaged headers
+            raise StoreError(f"{f}: cannot be read as safetensors ({type(e).__name__}); the checkpoint is damaged") \
+                from None
+        if got != want:
+            diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))[:3]
+            raise StoreError(f"{f}: tensors {diff} have shapes {[got.get(k) for k in diff]}, but the run's config "
+                             f"builds {[want.get(k) for k in diff]}; the checkpoint is not this run's")
 
 
 def save_checkpoint(work: Path, step: int, model: torch.nn.Module) -> None:

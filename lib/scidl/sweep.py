@@ -3,13 +3,11 @@ store, in-process, on local worker processes or on a Dask cluster; small MLP gro
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import multiprocessing
 import os
 import random
-import signal
-import threading
-import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -77,30 +75,31 @@ def _init_worker() -> None:
     configure_torch(1)  # under contention one thread per process wins
 
 
-def _die_with(parent: int) -> None:
-    """End this worker process as soon as its driver `parent` is gone, whatever killed the driver:
-    the kernel sends SIGKILL when the parent dies (Linux PR_SET_PDEATHSIG), and a watchdog thread
-    checks the parent pid twice a second where that is not available."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    if os.getppid() != parent:  # the driver died before we got here
-        os._exit(1)
-    threading.Thread(target=watch, daemon=True, name="scidl-parent-watchdog").start()
+# Runs first in every pool worker, before the worker unpickles any task (and so before it imports
+# scidl or torch, which takes seconds): a worker whose driver is killed while it starts up ends too.
+# It is source for the builtin exec, so unpickling the initializer imports nothing.
+_DIE_WITH_PARENT = """
+import ctypes, os, signal, threading, time
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG (Linux)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != parent:  # the driver died before we got here
+    os._exit(1)
+def _watch():  # where PR_SET_PDEATHSIG is missing
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+threading.Thread(target=_watch, daemon=True, name="scidl-parent-watchdog").start()
+"""
 
 
-def _pool_worker_init(parent: int) -> None:
-    _die_with(parent)
-    _init_worker()
+def _die_with(parent: int) -> functools.partial:
+    """Return the pool initializer that ends its worker as soon as the driver `parent` is gone,
+    whatever killed the driver: the kernel sends SIGKILL when the parent dies (Linux
+    PR_SET_PDEATHSIG), and a watchdog thread checks the parent pid twice a second where that is not
+    available. It is `exec` of stdlib-only source, so it runs before anything heavy is imported."""
+    return functools.partial(exec, _DIE_WITH_PARENT, {"parent": parent})
 
 
 def _train_task(config: dict, root: str, progress: bool = False) -> str:
@@ -200,8 +199,7 @@ def _run_processes(units, store, workers, address, bar, retries: int = 2) -> Non
             return
         ctx = multiprocessing.get_context("spawn")
         try:
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pool_worker_init,
-                                     initargs=(os.getpid(),)) as pool:
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_die_with(os.getpid())) as pool:
                 futures = {pool.submit(_dispatch, u, str(store.root)): u for u in pending}
                 for fut in as_completed(futures):
                     fut.result()

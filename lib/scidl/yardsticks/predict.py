@@ -36,12 +36,14 @@ import itertools
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from scidl.errors import ScidlError
+from scidl.errors import (ScidlError, check_bool, check_callable, check_frame, check_int, check_mapping, check_names,
+                          check_number, check_numbers, check_type, scalar)
 from scidl.hypotheses import proportion_ci
 from scidl.yardsticks.protocol import auroc
 
@@ -50,6 +52,12 @@ def check_disjoint(fit: list, score: list, ignore_seeds: bool = False) -> None:
     """Raise ScidlError if any config (by hash) is in both `fit` and `score`. With `ignore_seeds`,
     configs are compared with their seeds set aside (train.seed, task.data_seed): for Q1, whose
     features are the config, a held-out run at a grid point under another seed is not unseen."""
+    from scidl.config import RunConfig
+
+    for name, configs in (("fit", fit), ("score", score)):
+        if not isinstance(configs, (list, tuple)) or not all(isinstance(c, RunConfig) for c in configs):
+            raise ScidlError(f"{name}={configs!r:.200} is not allowed: must be a list of RunConfigs")
+    check_bool("ignore_seeds", ignore_seeds)
     key = (lambda c: c.replace(seed=0, data_seed=0).hash) if ignore_seeds else (lambda c: c.hash)
     shared = {key(c) for c in fit} & {key(c) for c in score}
     if shared:
@@ -57,10 +65,10 @@ def check_disjoint(fit: list, score: list, ignore_seeds: bool = False) -> None:
                          f"{' (seeds aside)' if ignore_seeds else ''}: held-out configs must never be used for fitting")
 
 
-def _matrix(frame: pd.DataFrame, features: list[str], log: tuple[str, ...]) -> np.ndarray:
-    missing = [f for f in features if f not in frame]
-    if missing:
-        raise ScidlError(f"features={missing} are not allowed: not columns of the frame ({sorted(frame.columns)[:12]}...)")
+def _matrix(frame: pd.DataFrame, features: list[str], log: tuple[str, ...], name: str = "frame") -> np.ndarray:
+    features = check_names("features", features)
+    check_names("log", log, allowed=features, min_len=0)
+    check_frame(name, frame, features, finite=features)
     X = frame[features].to_numpy(dtype=float).copy()
     for j, f in enumerate(features):
         if f in log:
@@ -121,7 +129,10 @@ def fit_q1(frame: pd.DataFrame, features: list[str], shows: str = "shows", step:
     """Fit Q1 on `frame` (one row per run): `shows` (bool) and, where it is true, `step`. `l2` is the
     ridge penalty on the standardised logistic weights (a separable fitting set would otherwise push
     them to infinity and every prediction to 0 or 1)."""
+    check_frame("frame", frame, (), boolean=[shows])
+    check_number("l2", l2, 0)
     X = _matrix(frame, features, log)
+    _check_steps(frame, shows, step, "frame")
     y = frame[shows].to_numpy(dtype=bool)
     mean, std = X.mean(0), X.std(0)
     std[std == 0] = 1.0
@@ -162,6 +173,19 @@ class CensoredPowerLaw:
         return {f: float(w) for f, w in zip(self.features, self.w[1:]) if f in self.log}
 
 
+def _check_steps(frame: pd.DataFrame, shows: str, step: str, name: str) -> None:
+    """Raise ScidlError unless `frame[step]` is a positive, finite number on every row where `shows`."""
+    seen = frame[frame[shows]]
+    if len(seen) == 0:
+        return
+    check_frame(name, frame, (step,))
+    values = pd.to_numeric(seen[step], errors="coerce").to_numpy(dtype=float)
+    bad = ~(np.isfinite(values) & (values > 0))
+    if bad.any():
+        raise ScidlError(f"{name}[{step!r}]={scalar(seen[step].iloc[int(np.flatnonzero(bad)[0])])!r} is not allowed on a row "
+                         f"where {shows!r} is true: the step a run showed it at must be positive and finite")
+
+
 def fit_censored(frame: pd.DataFrame, features: list[str], budget: float, shows: str = "shows",
                  step: str = "step", log: tuple[str, ...] = (), l2: float = 1e-3) -> CensoredPowerLaw:
     """Fit the censored power law on `frame` by maximum likelihood: runs where `shows` is true
@@ -174,8 +198,9 @@ def fit_censored(frame: pd.DataFrame, features: list[str], budget: float, shows:
     goes to 0 and the likelihood has no maximum (every call would be certain)."""
     if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or not (0 < budget < math.inf):
         raise ScidlError(f"budget={budget!r} is not allowed: must be a positive, finite number of steps")
-    if len(frame) == 0:
-        raise ScidlError("an empty fitting frame is not allowed")
+    check_frame("frame", frame, (step,), boolean=[shows])
+    check_number("l2", l2, 0)
+    features = check_names("features", features)
     for column in (shows, step):
         if column not in frame:
             raise ScidlError(f"column {column!r} is not allowed: not a column of the frame ({sorted(frame.columns)[:12]})")
@@ -219,6 +244,8 @@ def fit_censored(frame: pd.DataFrame, features: list[str], budget: float, shows:
 def loo_accuracy(fit_fn, frame: pd.DataFrame, shows: str = "shows") -> float:
     """Return the leave-one-out accuracy of `fit_fn(frame) -> model` on `frame` alone: each row
     predicted (probability >= 0.5) by a model fitted on the others."""
+    check_callable("fit_fn", fit_fn, "a function frame -> fitted model")
+    check_frame("frame", frame, (), boolean=[shows], min_rows=2)
     right = []
     for i in range(len(frame)):
         model = fit_fn(frame.iloc[np.r_[0:i, i + 1:len(frame)]])  # by position: the index may repeat
@@ -229,6 +256,8 @@ def loo_accuracy(fit_fn, frame: pd.DataFrame, shows: str = "shows") -> float:
 def best_threshold(frame: pd.DataFrame, features: list[str], shows: str = "shows") -> tuple[str, float, bool]:
     """Return the single feature, threshold and side (True: shows when feature >= threshold) with the
     best accuracy on `frame` (ties: the first feature, the lowest threshold)."""
+    features = check_names("features", features)
+    check_frame("frame", frame, (), finite=features, boolean=[shows])
     y = frame[shows].to_numpy(dtype=bool)
     best = (-1.0, features[0], math.inf, True)
     for f in features:
@@ -248,6 +277,7 @@ def threshold_calls(fit: pd.DataFrame, held_out: pd.DataFrame, features: list[st
     """Return the best single-feature threshold chosen on `fit` (`best_threshold`), as a rule such as
     'weight_decay >= 1', and its call (bool) on each row of `held_out`."""
     f, t, above = best_threshold(fit, features, shows)
+    check_frame("held_out", held_out, (), finite=[f])
     x = held_out[f].to_numpy()
     return f"{f} {'>=' if above else '<'} {t:g}", (x >= t if above else x < t)
 
@@ -258,6 +288,13 @@ def score_q1(model: Q1Model, fit: pd.DataFrame, held_out: pd.DataFrame, shows: s
     |log10 error| of the step over held-out runs that showed it, and the two baselines' accuracy
     (majority class of `fit`, or the better constant on `held_out` when `fit` is tied; the best
     single-feature threshold chosen on `fit`)."""
+    check_type("model", model, (Q1Model, CensoredPowerLaw), "a fitted Q1 model (fit_q1, fit_censored)")
+    check_frame("fit", fit, (), boolean=[shows])
+    check_frame("held_out", held_out, (), boolean=[shows])
+    if threshold_features is not None:
+        check_names("threshold_features", threshold_features)
+    if model.has_step:
+        _check_steps(held_out, shows, step, "held_out")
     y = held_out[shows].to_numpy(dtype=bool)
     prob = model.probability(held_out)
     majority = bool(fit[shows].mean() >= 0.5)
@@ -282,6 +319,12 @@ def early_features(metrics: pd.DataFrame, frac: float = 0.1, columns: tuple[str,
     """Return log10 of each column at `n_points` evenly spaced evaluations within the first `frac` of
     the run's steps after step 0 (the curve an early-training predictor may read; step 0 is the
     initialisation, not training), named `<column>@<i>`."""
+    columns = check_names("columns", columns)
+    check_frame("metrics", metrics, (), finite=["step", *columns])
+    check_number("frac", frac, 0, 1, low_open=True)
+    check_int("n_points", n_points, 1)
+    if total_steps is not None:
+        check_int("total_steps", total_steps, 1)
     total = int(metrics.step.max()) if total_steps is None else total_steps
     early = metrics[(metrics.step > 0) & (metrics.step <= frac * total)]
     if len(early) < n_points:
@@ -303,6 +346,11 @@ def detector_scores(fit: pd.DataFrame | None, held_out: pd.DataFrame, statistic:
     fitted one; then `fit` must be None, so no scored checkpoint can choose it."""
     if (threshold is None) == (fit is None):
         raise ScidlError("give either fitting checkpoints (fit) or a fixed threshold, not both or neither")
+    for name, frame in (("fit", fit), ("held_out", held_out)):
+        if frame is not None:
+            check_frame(name, frame, [run, level_step], finite=[statistic, step], boolean=[label])
+    if threshold is not None:
+        check_number("threshold", threshold)
     y = held_out[label].to_numpy(dtype=bool)
     t = threshold if threshold is not None else _best_cut(fit[statistic].to_numpy(dtype=float),
                                                           fit[label].to_numpy(dtype=bool))
@@ -333,9 +381,8 @@ def q1_configs(base, frac_trains: list[float], weight_decays: list[float], n_hel
                held_out_seed0: int = 100, min_cells: float = 0.0) -> tuple[list, list]:
     """Return (fitting configs, held-out configs) for a Q1 sweep over train fraction x weight decay:
     `sample_configs` with weight decay on a log scale (refused unless positive)."""
-    if not frac_trains or not weight_decays or min(weight_decays) <= 0:
-        raise ScidlError(f"frac_trains={frac_trains!r}, weight_decays={weight_decays!r} are not allowed: "
-                         "need non-empty grids and positive weight decays (sampled on a log scale)")
+    check_numbers("frac_trains", frac_trains, 0, 1, low_open=True)
+    check_numbers("weight_decays", weight_decays, 0, low_open=True)  # sampled on a log scale
     return sample_configs(base, {"frac_train": frac_trains, "weight_decay": weight_decays}, n_held_out, seed,
                           held_out_seed0, log=("weight_decay",), min_cells=min_cells)
 
@@ -345,6 +392,12 @@ def grid_distance(grid: dict[str, list], point: dict, log: tuple[str, ...] = ())
     cells: per field, how far the value is from its nearest grid value in units of the local spacing
     (log spacing for fields in `log`; beyond the grid's ends, the end cell's spacing), combined as a
     Euclidean norm. A point on the grid is at 0; the centre of a 2-D cell at 0.71."""
+    _check_grid(grid, log)
+    check_mapping("point", point, f"a mapping with a value for each grid field {list(grid)}")
+    for f in grid:
+        if f not in point:
+            raise ScidlError(f"point={point!r} is not allowed: it lacks the grid field {f!r}")
+        check_number(f"point[{f!r}]", point[f], 0 if f in log else None, low_open=True)
     total = 0.0
     for f, values in grid.items():
         v = sorted({float(x) for x in values})
@@ -372,7 +425,7 @@ def extrapolation_configs(base, grid: dict[str, list], n: int, seed: int, held_o
 
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise ScidlError(f"n={n!r} is not allowed: must be an integer >= 0")
-    multiple_of, derive = multiple_of or {}, derive or (lambda fields: {})
+    multiple_of, derive = _check_sampling(base, grid, log, multiple_of, derive, seed, held_out_seed0, n)
     multi = [f for f, v in grid.items() if len(set(v)) > 1]
     if n and not multi:
         raise ScidlError(f"grid={grid!r} is not allowed for extrapolation: no field has two values to step beyond")
@@ -425,13 +478,8 @@ def sample_configs(base, grid: dict[str, list], n_held_out: int, seed: int, held
     if isinstance(min_cells, bool) or not isinstance(min_cells, numbers.Real) or not 0 <= min_cells < 0.5:
         raise ScidlError(f"min_cells={min_cells!r} is not allowed: must be in [0, 0.5) (inside the grid no point "
                          "is farther than half a cell from the grid along every field)")
-    if not grid or any(not v for v in grid.values()):
-        raise ScidlError(f"grid={grid!r} is not allowed: every field needs a non-empty list of values")
-    bad = [f for f in log if min(grid[f]) <= 0]
-    if bad:
-        raise ScidlError(f"grid values <= 0 for {bad} are not allowed on a log scale")
-    multiple_of = multiple_of or {}
-    derive = derive or (lambda fields: {})
+    check_int("n_held_out", n_held_out, 0)
+    multiple_of, derive = _check_sampling(base, grid, log, multiple_of, derive, seed, held_out_seed0, n_held_out)
     names = list(grid)
     combos = [dict(zip(names, values)) for values in itertools.product(*grid.values())]
     fit = [base.replace(**c, **derive(c), seed=0, data_seed=0) for c in combos]
@@ -449,6 +497,51 @@ def sample_configs(base, grid: dict[str, list], n_held_out: int, seed: int, held
         held.append(base.replace(**c, **derive(c), seed=held_out_seed0 + i, data_seed=held_out_seed0 + i))
     check_disjoint(fit, held, ignore_seeds=True)
     return fit, held
+
+
+def _check_grid(grid: Any, log: Any) -> None:
+    """Raise ScidlError unless `grid` maps field names to non-empty lists of finite numbers (positive
+    for the fields in `log`, a list of grid fields)."""
+    check_mapping("grid", grid, "a non-empty mapping of field -> list of values", min_len=1)
+    check_names("log", log, allowed=list(grid), min_len=0)
+    for f, values in grid.items():
+        check_type("grid field", f, str, "a config field name")
+        check_numbers(f"grid[{f!r}]", values, 0 if f in log else None, low_open=True)
+        if any(isinstance(v, bool) for v in values):
+            raise ScidlError(f"grid[{f!r}]={values!r} is not allowed: must be numbers, not bools")
+
+
+def _check_sampling(base, grid, log, multiple_of, derive, seed, held_out_seed0, n) -> tuple[dict, Any]:
+    """Check the shared inputs of sample_configs and extrapolation_configs before anything is drawn;
+    return (multiple_of, derive) with their defaults, derive wrapped to check what it returns."""
+    from scidl.config import SEED_MAX, ConfigError, RunConfig
+
+    check_type("base", base, RunConfig, "a RunConfig (see scidl.make_config)")
+    _check_grid(grid, log)
+    check_int("seed", seed, 0, SEED_MAX)
+    check_int("held_out_seed0", held_out_seed0, 0, SEED_MAX - max(int(n), 1))
+    multiple_of = check_mapping("multiple_of", multiple_of or {}, "a mapping of integer grid field -> step")
+    for f, m in multiple_of.items():
+        if f not in grid:
+            raise ScidlError(f"multiple_of key {f!r} is not allowed: not a grid field ({list(grid)})")
+        check_int(f"multiple_of[{f!r}]", m, 1)
+    user = check_callable("derive", derive, "a function fields -> dict of dependent fields") if derive else None
+
+    def checked(fields: dict) -> dict:
+        if user is None:
+            return {}
+        extra = user(fields)
+        if not isinstance(extra, dict) or set(extra) & (set(fields) | {"seed", "data_seed"}):
+            raise ScidlError(f"derive({fields}) returned {extra!r}, which is not allowed: must be a dict of other "
+                             f"fields than the grid's and the seeds")
+        return extra
+
+    first = {f: v[0] for f, v in grid.items()}
+    try:  # a field name the config does not have is named here, once, not swallowed by a redraw loop
+        base.replace(**first, **checked(first))
+    except ConfigError as e:
+        raise ScidlError(f"grid={dict(grid)!r} is not allowed: its first point is not a valid config ({e})") from None
+    return multiple_of, checked
 
 
 def _draw(rng: np.random.Generator, values: list, log: bool, multiple: int, name: str = "field"):
@@ -472,6 +565,10 @@ def choose_q1(frame: pd.DataFrame, families: dict, shows: str = "shows") -> tupl
     `families[name](frame) -> model` with the best leave-one-out accuracy on `frame` alone (ties: the
     first listed). A family that cannot be fitted on some fold (ScidlError) scores NaN and is not
     chosen; if none can, the error says so."""
+    check_mapping("families", families, "a non-empty mapping of name -> function frame -> model", min_len=1)
+    for name, fn in families.items():
+        check_callable(f"families[{name!r}]", fn, "a function frame -> fitted model")
+    check_frame("frame", frame, (), boolean=[shows], min_rows=2)
     loo = {}
     for name, fit_fn in families.items():
         try:
@@ -500,8 +597,9 @@ def early_warning(fit: pd.DataFrame, held_out: pd.DataFrame, statistic: str, eve
     `n_generalizing` held-out runs that generalize, an unflagged one counting as never firing:
     `median_fire_ratio_all` (inf when most are not flagged) and `twice_as_early_all`. A flag can come
     no earlier than the first checkpoint after step 0, so the ratios depend on the checkpoint grid."""
-    if len(fit) == 0 or len(held_out) == 0:
-        raise ScidlError(f"empty checkpoint frames are not allowed (fit: {len(fit)} rows, held_out: {len(held_out)} rows)")
+    for name, frame in (("fit", fit), ("held_out", held_out)):
+        check_frame(name, frame, [run, level_step], finite=[statistic, step], boolean=[eventually])
+    check_number("precision", precision, 0, 1, low_open=True)
     per_run = held_out.groupby(run).agg(eventually=(eventually, "first"), level=(level_step, "first"))
     bad = per_run[per_run.eventually & ~(per_run.level > 0)]  # NaN or <= 0 compares False
     if len(bad):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from scidl.errors import ScidlError, check_int
+from scidl.errors import ScidlError, check_bool, check_int, check_numbers, check_type, scalar
 
 ENTRY_POINTS = ("forward", "last_logits")  # looked up on the model; a model may add its own in `entry_points`
 
@@ -40,7 +41,9 @@ def auroc(scores: Any, labels: Any) -> float:
     """Return the ROC AUC of `scores` for binary `labels`; ScidlError if a class is empty or a score is NaN."""
     from scipy.stats import rankdata  # scipy only when needed: `import scidl` stays light
 
-    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    scores = np.asarray(check_numbers("scores", scores, min_len=0) if not isinstance(scores, np.ndarray) or
+                        scores.dtype.kind not in "fiu" else scores, dtype=float)
+    labels = _labels(labels)
     if scores.shape != labels.shape or scores.ndim != 1:
         raise ScidlError(f"scores of shape {scores.shape} are not allowed: need one score per label {labels.shape}")
     if not np.isfinite(scores).all():
@@ -50,6 +53,19 @@ def auroc(scores: Any, labels: Any) -> float:
         raise ScidlError("labels of one class only are not allowed: the AUC is undefined")
     ranks = rankdata(scores)
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _labels(labels: Any) -> np.ndarray:
+    """Return binary `labels` (bools, or the integers 0 and 1) as a bool array; anything else (2,
+    NaN, 'no', None) is refused rather than cast with bool()."""
+    if isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
+        raise ScidlError(f"labels={labels!r} is not allowed: must be a list of bools (or 0/1)")
+    items = list(np.asarray(labels, dtype=object).ravel()) if hasattr(labels, "shape") else list(labels)
+    for v in items:
+        v = scalar(v)
+        if not (isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers.Integral) and v in (0, 1))):
+            raise ScidlError(f"labels={items[:6]!r} is not allowed: must be bools (or 0/1), not {v!r}")
+    return np.asarray([bool(scalar(v)) for v in items], dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,7 @@ class Usage:
 
     def over(self, budget: Budget) -> list[str]:
         """Return what exceeds `budget` (empty when the usage fits)."""
+        check_type("budget", budget, Budget, "a Budget")
         out = []
         if self.forward > budget.forward:
             out.append(f"forward {self.forward} > {budget.forward}")
@@ -223,7 +240,8 @@ def hand_over(method: Callable[..., Any], model: torch.nn.Module, *args: Any, **
 def check_seeds(name: str, seeds: Any, minimum: int = 1) -> list[int]:
     """Return `seeds` as a list of distinct integers in [0, SEED_MAX], at least `minimum` of them;
     ScidlError naming `name` otherwise (a repeated seed is the same model twice, not two models)."""
-    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+    check_int("minimum", minimum, 0)
+    if not isinstance(seeds, (list, tuple)):
         raise ScidlError(f"{name}={seeds!r} is not allowed: must be a list of seeds")
     from scidl.config import SEED_MAX
 
@@ -233,11 +251,18 @@ def check_seeds(name: str, seeds: Any, minimum: int = 1) -> list[int]:
     return seeds
 
 
+def _items(name: str, values: Any) -> list:
+    """Return `values` as a list if it is a list, tuple or 1-d array (a string, a mapping or a scalar is refused)."""
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__") or getattr(values, "ndim", 1) != 1:
+        raise ScidlError(f"{name}={values!r:.200} is not allowed: must be a list")
+    return list(values)
+
+
 def share(passed: Any) -> dict[str, float]:
     """Return a proportion of booleans with its 95% Clopper-Pearson interval: {"share", "low", "high", "n"}."""
     from scidl.hypotheses import proportion_ci
 
-    passed = [bool(x) for x in passed]
+    passed = [check_bool("passed[]", x) for x in _items("passed", passed)]  # n = 0 gives share NaN in [0, 1]
     p, low, high = proportion_ci(sum(passed), len(passed))
     return {"share": p, "low": low, "high": high, "n": len(passed)}
 
@@ -247,7 +272,7 @@ def pooled_recall(hits: Any, k: int) -> dict[str, float]:
     from scidl.hypotheses import proportion_ci
 
     k = check_int("k", k, 1)
-    hits = [check_int("hits[]", h, 0, k) for h in hits]
+    hits = [check_int("hits[]", h, 0, k) for h in _items("hits", hits)]
     p, low, high = proportion_ci(sum(hits), k * len(hits))
     return {"recall": p, "low": low, "high": high, "models": len(hits)}
 
@@ -256,8 +281,6 @@ def mean_interval(values: Any) -> dict[str, float]:
     """Return the mean of finite `values` with its 95% t-interval ({"mean", "low", "high", "n"})."""
     from scidl.hypotheses import mean_ci
 
-    values = [float(v) for v in values]
-    if not values or not all(math.isfinite(v) for v in values):
-        raise ScidlError(f"values={values!r} is not allowed: need at least one finite value")
+    values = check_numbers("values", _items("values", values))  # finite numbers, never bools
     mean, low, high = mean_ci(values)
     return {"mean": mean, "low": low, "high": high, "n": len(values)}

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from scidl import interventions
-from scidl.errors import ScidlError, check_int
+from scidl.errors import ScidlError, check_frame, check_int, check_mapping, check_names, check_number, check_type
 from scidl.train import cross_entropy
 from scidl.yardsticks.protocol import Budget, Usage, auroc, hand_over, pooled_recall
 
@@ -74,8 +74,12 @@ class Q3Task:
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if len(self.candidates) < 2 or len(set(self.candidates)) != len(self.candidates):
-            raise ScidlError(f"candidates={list(self.candidates)[:5]}... is not allowed: need >= 2 distinct components")
+        check_names("candidates", self.candidates, min_len=2)
+        for c in self.candidates:
+            interventions.parse_component(c)  # 'hook', 'hook:i' or 'hook:i,j', optionally '@pos'
+            if not interventions.parse_component(c)[0].startswith(("blocks.", "hook_")):
+                raise ScidlError(f"candidates[]={c!r} is not allowed: not a hook point name ('blocks.L....' or 'hook_...')")
+        check_mapping("excluded", self.excluded, "a mapping component -> why it is scored apart")
         if set(self.excluded) & set(self.candidates):
             raise ScidlError(f"excluded={sorted(set(self.excluded) & set(self.candidates))} is not allowed: a "
                              "bottleneck is scored apart, never among the candidates")
@@ -83,7 +87,11 @@ class Q3Task:
             x, y, z = getattr(self, a), getattr(self, b), getattr(self, lab)
             if not all(isinstance(t, Tensor) for t in (x, y, z)) or x.shape != y.shape or len(z) != len(x) or len(x) == 0:
                 raise ScidlError(f"{a}/{b}/{lab} are not allowed: need non-empty paired tensors of one length")
-        check_int("answer_pos", self.answer_pos, 0)
+        check_int("answer_pos", self.answer_pos, 0, self.clean.shape[1] - 1 if self.clean.dim() > 1 else 0)
+        for name in ("labels", "truth_labels"):
+            lab = getattr(self, name)
+            if lab.dtype not in (torch.int64, torch.int32) or lab.dim() != 1 or (len(lab) and int(lab.min()) < 0):
+                raise ScidlError(f"{name}={lab!r:.120} is not allowed: must be a 1-d tensor of class indices (integers >= 0)")
 
     @property
     def batch(self) -> int:
@@ -125,6 +133,7 @@ def budget(model, task: Q3Task, forward: int = 10) -> Budget:
     (rows = forward x batch) and FLOPs = forward x those of one forward over the batch (measured here,
     not counted against any method), so a backward pass (about two forwards' FLOPs) is paid for."""
     forward = check_int("forward", forward, 2)
+    check_type("task", task, Q3Task, "a Q3Task (the phenomenon's q3_task)")
 
     def one(m):
         with torch.no_grad():
@@ -190,6 +199,8 @@ def exhaustive(model, inputs: Q3Inputs, budget: Budget) -> pd.DataFrame:
 def structural_order(candidates) -> list[str]:
     """Return the candidates by position (highest, i.e. nearest the answer, first), then type
     (attention before MLP before anything else), then index: the guess that reads no model."""
+    candidates = check_names("candidates", candidates)
+
     def key(c: str):
         hook, index, pos = interventions.parse_component(c)
         kind = 0 if ".attn." in hook else 1 if ".mlp." in hook else 2
@@ -239,14 +250,12 @@ def localization_scores(found: pd.DataFrame, truth: pd.DataFrame, k: int = 3, im
     from scipy.stats import spearmanr
 
     k = check_int("k", k, 1)
+    check_number("important", important, 0, 1, low_open=True)
     for name, frame, col in (("found", found, "score"), ("truth", truth, "effect")):
-        if not isinstance(frame, pd.DataFrame) or not {"component", col} <= set(frame.columns):
-            raise ScidlError(f"{name}={type(frame).__name__} is not allowed: need a DataFrame with columns component, {col}")
-        if not len(frame):
-            raise ScidlError(f"{name} with no rows is not allowed: need the components ranked")
-        values = frame[col].to_numpy(dtype=float)
-        if not np.isfinite(values).all():
-            raise ScidlError(f"{name} with NaN or infinite {col}s is not allowed: a ranking needs finite values")
+        check_frame(name, frame, ["component"], finite=[col])  # a ranking needs finite values
+        dup = frame.component[frame.component.duplicated()]
+        if len(dup):
+            raise ScidlError(f"{name}.component={dup.iloc[0]!r} is not allowed twice: each component is ranked once")
     both = found[["component", "score"]].merge(truth[["component", "effect"]], on="component")
     both["effect"] = both.effect.abs()
     if len(both) != len(truth) or len(both) != len(found) or k > len(both):
@@ -266,7 +275,14 @@ def score_model(model, task: Q3Task, budget: Budget, methods: Mapping[str, Calla
                 k: int = 3, n_random: int = 20) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (one row per method: its scores against the truth and its usage from hand-over, the
     truth table). Random rankings are `n_random` seeded draws, reported as one row (hits averaged)."""
-    methods = dict(METHODS if methods is None else methods)
+    check_type("task", task, Q3Task, "a Q3Task (the phenomenon's q3_task)")
+    check_type("budget", budget, Budget, "a Budget (see q3.budget)")
+    methods = check_mapping("methods", METHODS if methods is None else methods,
+                            "a mapping of name -> method(model, inputs, budget)", min_len=0)
+    for name, method in methods.items():
+        if not callable(method):
+            raise ScidlError(f"methods[{name!r}]={method!r} is not allowed: must be a method(model, inputs, budget)")
+    k = check_int("k", k, 1)
     n_random = check_int("n_random", n_random, 1)
     gt = truth(model, task)
     live = gt[~gt.excluded]
@@ -297,6 +313,8 @@ def summarize(per_model: pd.DataFrame, k: int = 3) -> pd.DataFrame:
     (the k slots of one model are counted as k trials, so the interval is narrower than one over
     models would be; random: the expected recall over its draws, no interval), mean Spearman,
     models within budget, and the largest usage seen."""
+    k = check_int("k", k, 1)
+    check_frame("per_model", per_model, ["method", "within_budget"], finite=["hits", "forward", "rows", "flops"])
     rows = []
     for name, g in per_model.groupby("method", sort=False):
         whole = bool((g.hits == g.hits.round()).all())  # random rows hold mean hits over draws: no binomial

@@ -19,7 +19,7 @@ import time
 
 import pandas as pd
 
-from scidl.errors import ScidlError, check_number
+from scidl.errors import ScidlError, check_bool, check_number
 from scidl.registry import phenomenon_of
 from scidl.yardsticks.protocol import mean_interval, share
 
@@ -28,6 +28,8 @@ def score_model(run, budget_s: float = 60.0, min_checked: float = 0.8) -> dict:
     """Return one model's Q4 row: seconds, within_budget, claims, checked (share that hold), faithful
     (the faithfulness claim holds), passed, faithfulness (by intervention), best_random, oracle and
     the checks table (`table`); a model with no explanation gets passed False and the reason."""
+    if not hasattr(run, "config") or not hasattr(run, "load_model") or not hasattr(run, "hash"):
+        raise ScidlError(f"run={run!r:.200} is not allowed: must be a stored Run (scidl.train or RunStore.load)")
     budget_s = check_number("budget_s", budget_s, 0, low_open=True)
     min_checked = check_number("min_checked", min_checked, 0, 1)
     phenomenon = phenomenon_of(run.config)
@@ -55,12 +57,25 @@ def score_model(run, budget_s: float = 60.0, min_checked: float = 0.8) -> dict:
             "oracle": float(f.get("oracle_score", math.nan)), "table": table}
 
 
+ROW_KEYS = {"passed", "seconds", "checked", "faithfulness", "best_random", "oracle"}
+
+
 def summarize(rows: list[dict]) -> dict:
     """Return the share of models that pass (with its interval), the mean faithfulness by
     intervention over the models that have an explanation (with its interval), the mean best
     random mechanism's, the mean oracle's, and the slowest model's seconds."""
-    if not rows:
-        raise ScidlError("rows=[] is not allowed: Q4 is scored over at least one model")
+    if not isinstance(rows, (list, tuple)) or not rows:
+        raise ScidlError(f"rows={rows!r:.200} is not allowed: Q4 is scored over a non-empty list of score_model rows")
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict) or not ROW_KEYS <= set(r):
+            raise ScidlError(f"rows[{i}]={r!r:.200} is not allowed: must be a score_model row with {sorted(ROW_KEYS)}")
+        check_bool(f"rows[{i}]['passed']", r["passed"])
+        check_number(f"rows[{i}]['seconds']", r["seconds"], 0)
+        check_number(f"rows[{i}]['checked']", r["checked"], 0, 1)
+        for k in ("faithfulness", "best_random", "oracle"):  # NaN: no explanation (or no oracle)
+            v = r[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isinf(v):
+                raise ScidlError(f"rows[{i}][{k!r}]={v!r} is not allowed: must be a finite number or NaN")
     passed = share(r["passed"] for r in rows)
     scored = [r for r in rows if math.isfinite(r["faithfulness"])]
     faith = mean_interval([r["faithfulness"] for r in scored]) if scored else {"mean": math.nan, "low": math.nan,

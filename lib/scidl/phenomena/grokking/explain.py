@@ -21,7 +21,7 @@ import math
 import pandas as pd
 import torch
 
-from scidl.errors import ScidlError
+from scidl.errors import ScidlError, check_int
 from scidl.explain import Explanation, faithfulness
 from scidl.interventions import loss
 from scidl.phenomena.grokking import circuits, fourier, zoom
@@ -41,8 +41,7 @@ def explain(run, n_random: int = 20) -> Explanation:
     if task.op not in fourier.SUM_SIGN:
         raise ScidlError(f"op={task.op!r} is not allowed: explain reads the Fourier mechanism of "
                          f"{sorted(fourier.SUM_SIGN)}; for mul/div read the discrete-log basis (notebook 06)")
-    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
-        raise ScidlError(f"n_random={n_random!r} is not allowed: must be an integer >= 1")
+    n_random = check_int("n_random", n_random, 1)  # numpy integers too
     model, data, p, sign = run.load_model(), make_dataset(task), task.p, fourier.SUM_SIGN[task.op]
     key = circuits.key_freqs(model)
     if not key:
