@@ -89,11 +89,11 @@ def test_paper_scale_parameters_name_real_parameters(nb):
     assert set(yaml.safe_load(paper.read_text())) <= known
 
 
-@pytest.mark.parametrize("stem, param, value", [("08_automate_and_score", "transformer_seeds", [7, 7]),
-                                                ("08_automate_and_score", "q3_budget", 1),
-                                                ("08_automate_and_score", "n_held_out", -1),
-                                                ("08_automate_and_score", "early_frac", 2.0),
-                                                ("08_automate_and_score", "held_out_seed", -5),
+@pytest.mark.parametrize("stem, param, value", [("09_automate_and_score", "transformer_seeds", [7, 7]),
+                                                ("09_automate_and_score", "q3_budget", 1),
+                                                ("09_automate_and_score", "n_held_out", -1),
+                                                ("09_automate_and_score", "early_frac", 2.0),
+                                                ("09_automate_and_score", "held_out_seed", -5),
                                                 ("07_iterate_addition", "fresh_seeds", [1, 1]),
                                                 ("06_generalize", "mlp_seeds", []),
                                                 ("06_generalize", "workers", 0),
@@ -137,8 +137,8 @@ def test_allowed_values_are_declared_once_and_met_by_the_defaults_small_and_pape
     ("04_hypothesize", "null_shuffles", 0, "at least 1"), ("05_test_and_refine", "fresh_seeds", [2**32], "seed"),
     ("06_generalize", "add_widths", [0], "at least 1"), ("06_generalize", "ops", ["add", "pow"], "one of"),
     ("07_iterate_addition", "n_digits", 1, "2 to 9"), ("07_iterate_addition", "sweep_d_models", [30], "multiple of 4"),
-    ("08_automate_and_score", "fit_frac_trains", [0.5], "at least 2 items"),
-    ("08_automate_and_score", "held_out_min_cells", 0.5, "below 0.5"), ("08_automate_and_score", "q4_budget_s", 0.0, "above 0"),
+    ("09_automate_and_score", "fit_frac_trains", [0.5], "at least 2 items"),
+    ("09_automate_and_score", "held_out_min_cells", 0.5, "below 0.5"), ("09_automate_and_score", "q4_budget_s", 0.0, "above 0"),
 ])
 def test_a_value_outside_the_declared_rules_is_refused_naming_the_rule(stem, param, value, rule):
     from scidl.config import ConfigError

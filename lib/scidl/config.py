@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,8 @@ def check_field_choice(owner: str, name: str, value: Any, choices) -> None:
 
 
 ARCHS = ("transformer", "mlp")
+PRUNE_SCOPES = ("layer", "global")
+MASK_CONTROLS = ("none", "random", "shuffle")
 LOSS_DTYPES = ("float64", "float32")
 ACTIVATIONS = ("relu", "gelu", "quadratic")
 
@@ -86,9 +89,14 @@ class ModelConfig:
     n_layers: int = 1
     act: str = "relu"
     init_scale: float = 1.0
+    hidden: tuple[int, ...] = ()  # hidden widths of an MLP on vector inputs (lottery tickets: (300, 100))
 
     def __post_init__(self) -> None:
         normalize(self)
+        if not isinstance(self.hidden, (list, tuple)) or not all(
+                isinstance(scalar(w), int) and not isinstance(w, bool) and 1 <= scalar(w) <= 1 << 16 for w in self.hidden):
+            fail("ModelConfig", "hidden", self.hidden, "must be a list of widths, integers in [1, 65536]")
+        object.__setattr__(self, "hidden", tuple(int(scalar(w)) for w in self.hidden))
         check_field_choice("ModelConfig", "arch", self.arch, ARCHS)
         check_field_choice("ModelConfig", "act", self.act, ACTIVATIONS)
         for name in ("d_model", "n_heads", "d_mlp", "n_layers"):
@@ -125,6 +133,22 @@ class TrainConfig:
     # break down once the train loss nears 1e-7 (loss spikes, the "slingshot" of Thilak et al. 2022).
     loss_dtype: str = "float64"
     batch_size: int = 0  # 0: the full train split every step; else rows per step, a fresh permutation per epoch
+    # Pruning and rewinding (lottery tickets; any phenomenon): start from run `init_from`'s checkpoint at
+    # `init_step` instead of a fresh init, and train under a mask: `mask_from`'s final weights pruned by
+    # magnitude, `prune_rate` of its surviving weights per layer (scope "layer"; the output layer at
+    # `prune_output_factor` times the rate, as Frankle & Carbin 2019 do) or over all layers ("global").
+    # `mask_control` replaces that mask by a control of the same per-layer sparsity: "random" positions,
+    # or "shuffle" within each row (dim 0) of a weight. Runs are named by hash: "" means none.
+    # `init_seed` >= 0 draws a fresh init with that seed while `seed` keeps setting the data order
+    # (the reinitialised control of a ticket: another init, the same batches).
+    init_from: str = ""
+    init_step: int = 0
+    mask_from: str = ""
+    prune_rate: float = 0.0
+    prune_scope: str = "layer"
+    prune_output_factor: float = 0.5
+    mask_control: str = "none"
+    init_seed: int = -1
 
     def __post_init__(self) -> None:
         normalize(self)
@@ -143,6 +167,7 @@ class TrainConfig:
         check_field_seed("TrainConfig", "seed", self.seed)
         check_field_choice("TrainConfig", "loss_dtype", self.loss_dtype, LOSS_DTYPES)
         check_field_int("TrainConfig", "batch_size", self.batch_size, 0)
+        self._check_pruning()
         if not isinstance(self.checkpoint_steps, (list, tuple)):
             fail("TrainConfig", "checkpoint_steps", self.checkpoint_steps, "must be a list of integers")
         steps = tuple(scalar(s) for s in self.checkpoint_steps)
@@ -152,6 +177,39 @@ class TrainConfig:
                   f"must be integers in [0, steps={self.steps}]")
         object.__setattr__(self, "checkpoint_steps", tuple(sorted(set(steps))))
 
+    def _check_pruning(self) -> None:
+        for name in ("init_from", "mask_from"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or (value and not re.fullmatch(r"[0-9a-f]{12}", value)):
+                fail("TrainConfig", name, value, "must be '' (none) or a 12-hex-digit run hash")
+        check_field_int("TrainConfig", "init_step", self.init_step, 0)
+        check_int("TrainConfig.init_seed", self.init_seed, -1, SEED_MAX, error=ConfigError)
+        if self.init_seed >= 0 and self.init_from:
+            fail("TrainConfig", "init_seed", self.init_seed, "must be -1 when init_from gives the initial weights")
+        if self.init_step and not self.init_from:
+            fail("TrainConfig", "init_step", self.init_step, "needs init_from (the run whose checkpoint it is)")
+        check_field_choice("TrainConfig", "prune_scope", self.prune_scope, PRUNE_SCOPES)
+        check_field_choice("TrainConfig", "mask_control", self.mask_control, MASK_CONTROLS)
+        if self.mask_from:
+            check_number("TrainConfig.prune_rate", self.prune_rate, 0, 1, low_open=True, error=ConfigError)
+            if self.prune_rate >= 1:
+                fail("TrainConfig", "prune_rate", self.prune_rate, "must be below 1 (1 prunes every weight)")
+            check_number("TrainConfig.prune_output_factor", self.prune_output_factor, 0, error=ConfigError)
+            if self.prune_rate * self.prune_output_factor >= 1:
+                fail("TrainConfig", "prune_output_factor", self.prune_output_factor,
+                     f"times prune_rate={self.prune_rate} must be below 1")
+        else:
+            for name, default in (("prune_rate", 0.0), ("prune_scope", "layer"), ("prune_output_factor", 0.5),
+                                  ("mask_control", "none")):
+                if getattr(self, name) != default:
+                    fail("TrainConfig", name, getattr(self, name), f"needs mask_from (the run to prune); "
+                                                                   f"without one it must be {default!r}")
+
+    @property
+    def masked(self) -> bool:
+        """Return whether this run trains under a pruning mask or starts from another run's weights."""
+        return bool(self.mask_from or self.init_from or self.init_seed >= 0)
+
     def is_checkpoint(self, step: int) -> bool:
         """Return whether a checkpoint is saved after `step` optimizer steps."""
         every = self.checkpoint_every and step % self.checkpoint_every == 0
@@ -160,7 +218,10 @@ class TrainConfig:
 
 # Fields added after runs were first stored, with the value that reproduces the old behaviour: a
 # field holding that value is left out of the hash, so every stored run keeps its name.
-HASH_OMITTED_DEFAULTS = {"train": {"batch_size": 0}}
+HASH_OMITTED_DEFAULTS = {"train": {"batch_size": 0, "init_from": "", "init_step": 0, "mask_from": "",
+                                   "prune_rate": 0.0, "prune_scope": "layer", "prune_output_factor": 0.5,
+                                   "mask_control": "none", "init_seed": -1},
+                         "model": {"hidden": ()}}
 
 
 def default_task():
@@ -255,11 +316,17 @@ class RunConfig:
 
     def replace(self, **flat: Any) -> "RunConfig":
         """Return a copy with fields overridden by name (`frac_train=0.5` or `task.frac_train=0.5`).
-        A new `kind` starts the task from that phenomenon's defaults: `replace(kind="addition")`."""
+        A new `kind` starts the task from that phenomenon's defaults: `replace(kind="addition")`, and
+        the model from its first arch when the current one is not among its archs."""
         d = self.to_dict()
         kinds = [flat.pop(k) for k in ("kind", "task.kind") if k in flat]
         if kinds and kinds[-1] != d["task"]["kind"]:
             d["task"] = {"kind": kinds[-1], **dataclasses.asdict(task_class(kinds[-1])())}
+            from scidl.registry import get_phenomenon
+
+            archs = get_phenomenon(kinds[-1]).archs
+            if d["model"]["arch"] not in archs and "arch" not in flat and "model.arch" not in flat:
+                d["model"]["arch"] = archs[0]  # the phenomenon's own model unless one is asked for
         for key, value in flat.items():
             section, name = _locate(d, key)
             d[section][name] = value

@@ -147,6 +147,8 @@ class Transformer(HookedModel):
     blocks of attention then MLP (no LayerNorm), unembedding. The answer is read at the last
     `n_answers` positions (Nanda et al. 2023's architecture, for any vocabulary and length)."""
 
+    output_weight = "W_U"  # the output layer, for pruning (scidl.masks)
+
     def __init__(self, cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int, n_answers: int = 1) -> None:
         super().__init__()
         self.cfg, self.d_vocab, self.d_vocab_out, self.n_ctx, self.n_answers = cfg, d_vocab, d_vocab_out, n_ctx, n_answers

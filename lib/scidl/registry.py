@@ -43,6 +43,7 @@ class Phenomenon:
     check_claims(run, explanation) -> a table (claim, predicted, observed, passed): each claim of the
         explanation checked by an intervention (Q4; or None).
     q3_task(run, **options) -> a scidl.yardsticks.q3.Q3Task: the run's Q3 problem (or None).
+    one_hot_mlp: whether its "mlp" models are one-hot MLPs (W_in, W_out) that scidl.ensemble stacks.
     """
 
     kind: str
@@ -59,6 +60,7 @@ class Phenomenon:
     explain: Callable[..., Any] | None = None
     check_claims: Callable[..., Any] | None = None
     q3_task: Callable[..., Any] | None = None
+    one_hot_mlp: bool = True  # its "mlp" models are one-hot MLPs (W_in, W_out) the batched engine can stack
 
 
 class SplitDataset:

@@ -125,7 +125,8 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:07d}.safetensors"
 
 
-MANIFEST = "manifest.json"  # sha256 of every other file of a finished run, written just before summary.json
+MANIFEST = "manifest.json"
+MASK_FILE = "mask.safetensors"  # a pruned run's mask (scidl.masks)  # sha256 of every other file of a finished run, written just before summary.json
 
 
 def sha256_file(path: Path) -> str:
@@ -142,7 +143,7 @@ def sha256_file(path: Path) -> str:
 def run_files(path: Path) -> list[str]:
     """Return the files of the run folder `path` that its manifest covers, relative and sorted:
     config.json, summary.json, metrics.parquet and every checkpoint."""
-    names = [n for n in ("config.json", "summary.json", "metrics.parquet") if (path / n).is_file()]
+    names = [n for n in ("config.json", "summary.json", "metrics.parquet", MASK_FILE) if (path / n).is_file()]
     names += [f"{CHECKPOINTS}/{f.name}" for f in sorted((path / CHECKPOINTS).glob("step_*.safetensors"))]
     return names
 
@@ -227,6 +228,18 @@ class Run:
         if bad:
             raise StoreError(f"{path}: non-finite weights in {bad[:3]}; the checkpoint is damaged")
         return state
+
+    @property
+    def mask(self) -> dict[str, torch.Tensor] | None:
+        """Return the run's pruning mask ({weight name: bool tensor}), or None for a dense run."""
+        from scidl.masks import load_mask
+
+        if (self.path / MASK_FILE).exists():
+            hashes = read_manifest(self.path)
+            if sha256_file(self.path / MASK_FILE) != hashes.get(MASK_FILE):
+                raise StoreError(f"{self.path / MASK_FILE}: its bytes changed since the run was written; the run "
+                                 f"folder is damaged")
+        return load_mask(self.path)
 
     def load_model(self, step: int | None = None):
         """Return the model with the weights saved at `step` (default: the last), in eval mode."""

@@ -16,6 +16,7 @@ from scidl.config import ConfigError, RunConfig
 from scidl.errors import check_choice, check_int
 from scidl.progressbar import bar as progress_bar
 from scidl.registry import get_phenomenon, phenomenon_of
+from scidl import masks
 from scidl.store import Run, RunStore, StoreError, as_store, code_version, save_checkpoint
 
 
@@ -133,9 +134,9 @@ def train(cfg: RunConfig, store: RunStore | None = None, progress: bool = True,
                 store.load(cfg)
             except StoreError as e:
                 store.set_aside(cfg.hash, str(e))
-        if cfg.model.arch == "mlp" and not cfg.train.batch_size:
-            from scidl.ensemble import train_ensemble
+        from scidl.ensemble import can_batch, train_ensemble
 
+        if can_batch([cfg]):  # a one-hot MLP on the full batch, unpruned
             train_ensemble([cfg], store, progress=progress)
         else:
             _train_into(cfg, store, progress)
@@ -149,10 +150,17 @@ def train(cfg: RunConfig, store: RunStore | None = None, progress: bool = True,
 
 def _train_into(cfg: RunConfig, store: RunStore, progress: bool) -> None:
     phenomenon = phenomenon_of(cfg.task)
+    init_seed = cfg.train.init_seed if cfg.train.init_seed >= 0 else cfg.train.seed
+    model = phenomenon.make_model(cfg.model, cfg.task, seed=init_seed)
+    init, mask = masks.resolve(cfg, store, model)  # parents read (and refused) before anything is written
     data = phenomenon.make_dataset(cfg.task)
-    model = phenomenon.make_model(cfg.model, cfg.task, seed=cfg.train.seed)
+    if init is not None:
+        model.load_state_dict(init)
+    masker = masks.Masker(model, mask) if mask is not None else None
     opt, sched = make_optimizer(model, cfg)
     work, rows, start, started_at = store.begin(cfg), [], time.perf_counter(), _now()
+    if mask is not None:
+        masks.save_mask(work, mask)
     x, y = data.train
     batches = minibatches(len(x), cfg.train.batch_size, cfg.train.seed) if cfg.train.batch_size else None
     diverged_step = None
@@ -177,6 +185,8 @@ def _train_into(cfg: RunConfig, store: RunStore, progress: bool) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if masker is not None:  # pruned weights stay exactly zero (weight decay and Adam's moments aside)
+            masker.after_step()
         sched.step()
         bar.update()
     bar.close()

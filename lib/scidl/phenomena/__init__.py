@@ -5,4 +5,4 @@ operational definition (`definition.py`), its progress measures (`measures.py`) 
 (`zoom.py`), and its `__init__` registers them. Adding a phenomenon is one folder here, one import
 line below, one notebook and their tests; the core does not change.
 """
-from scidl.phenomena import addition, grokking  # noqa: F401  (importing registers them)
+from scidl.phenomena import addition, grokking, lottery  # noqa: F401  (importing registers them)

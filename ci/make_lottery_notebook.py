@@ -1,0 +1,327 @@
+"""Build notebooks/08_iterate_lottery_tickets.ipynb (unexecuted) from the cell sources below; run it
+with ci/run_notebooks.py --inplace to fill its outputs. Kept so the notebook's source has one home."""
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CELLS = [
+    ("md", """# 08 · Iterate: lottery tickets on MNIST-1D
+
+**Question.** Does a fully connected net trained on MNIST-1D hold a sparse subnetwork that, rewound to
+its initial weights and retrained alone, matches the dense net, while the same sparsity pattern from a
+fresh init, or a random pattern of the same per-layer density, does not? And what does the pattern
+keep?
+
+**Expected answer.** Yes, down to roughly a tenth of the weights (Frankle & Carbin 2019 on MNIST; the
+issue's measurement on MNIST-1D), with the advantage over both controls growing as the net gets
+sparser. On MNIST-1D the first layer's surviving weights are expected to form *local receptive
+fields* (Pellegrini & Biroli 2021; Redman et al. 2024).
+
+The loop on a third phenomenon, the first whose training procedure differs: iterative magnitude
+pruning (IMP) trains, prunes, rewinds and retrains a chain of runs, each a stored run naming its
+parents (`scidl.masks`, `scidl.phenomena.lottery.imp`)."""),
+    ("params", """dataset: str = "mnist1d"  # the main data set; allowed: one of mnist1d, digits
+hidden: list[int] = [300, 100]  # hidden widths of the fully connected net; allowed: 1 to 4096; 1 to 4 items
+steps: int = 1000  # Adam steps per run (and per retraining); allowed: 10 to 100000
+batch_size: int = 60  # rows per step; allowed: 1 to 4000
+lr: float = 1.2e-3  # Adam learning rate; allowed: above 0; at most 1
+prune_rate: float = 0.5  # share of the surviving weights pruned per round, per layer (output layer at half); allowed: above 0; below 1
+rounds: int = 4  # IMP rounds after the dense run; allowed: 2 to 20
+rewind_step: int = 0  # the dense run's step the survivors are rewound to (0: its init); allowed: at least 0
+test_round: int = 3  # the round the density claims are about; allowed: 1 to 20
+locality_round: int = 4  # the round the receptive-field claims are about; allowed: 1 to 20
+margin: float = 0.02  # a ticket matches the dense net when within this accuracy of it; allowed: 0 to 0.5
+explore_seeds: list[int] = [0, 1]  # exploratory seeds (looked at before registration); allowed: seed; non-empty; distinct
+fresh_seeds: list[int] = [10, 11, 12, 13, 14]  # seeds run only after registration; allowed: seed; 2 to 50 items; distinct
+permute_seed: int = 7  # the fixed input permutation of the permuted-input claim; allowed: 0 to 4294967295
+digits_seeds: list[int] = [20, 21]  # seeds of the second data set (sklearn digits, not registered); allowed: seed; distinct
+ledger_path: str = ""  # JSON-lines ledger (empty: $SCIDL_LEDGER, else the run store's)
+workers: int = 2  # worker processes for each round's runs; allowed: 1 to 64
+threads: int = 2  # torch threads in this kernel; allowed: 1 to 64"""),
+    ("md", """Paper scale (`notebooks/08_iterate_lottery_tickets.paper.yaml`): more rounds at open_lth's 20 % per
+round, more steps and seeds. Fashion-MNIST's LeNet-300-100 setting is not built (issue 28).
+
+## Setup"""),
+    ("code", """import math
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+import scidl
+from scidl import masks
+from scidl.hypotheses import Control, Hypothesis, Ledger
+from scidl.phenomena.lottery import definition, imp
+from scidl.sweep import run_sweep
+
+scidl.check_parameters(globals())  # unknown, mistyped or disallowed parameters fail here, before anything runs
+if rewind_step >= steps or max(test_round, locality_round) > rounds:
+    raise scidl.ConfigError(f"rewind_step={rewind_step}, test_round={test_round}, locality_round={locality_round} are "
+                            f"not allowed: need rewind_step < steps={steps} and both rounds <= rounds={rounds}")
+scidl.configure_torch(threads)
+pd.set_option("display.width", 200)
+executor = "processes" if workers > 1 else "inprocess"
+checkpoints = (rewind_step,) if rewind_step else ()
+base = scidl.make_config(kind="lottery", dataset=dataset, hidden=tuple(hidden), lr=lr, weight_decay=0.0, beta2=0.999,
+                         warmup_steps=0, batch_size=batch_size, steps=steps, eval_every=max(steps // 10, 1),
+                         checkpoint_every=0, checkpoint_steps=checkpoints)
+print(base.task, base.model.hidden)"""),
+    ("md", """## 1 · Pick: the phenomenon, defined before any result
+
+A **winning ticket** at a density (the share of weights kept) is the rewound subnetwork IMP finds,
+such that over seeds (t intervals, paired by seed):
+- it *matches* the dense net: the interval of (ticket − dense) lies above −`margin`;
+- it *beats both controls* at the same density: the interval of (ticket − control) lies above 0, for
+  the same mask from a fresh init (`reinit`) and for a random mask of the same per-layer density
+  (`random`).
+
+`ticket_sparsity_limit` is the lowest density at which the ticket still wins. The chain: round r
+prunes `prune_rate` of the weights round r − 1 kept (by magnitude of its final weights, each layer
+apart, the output layer at half the rate), rewinds the survivors to the dense run's step
+`rewind_step` and retrains for the rest of the budget. The helpers below train a chain round by
+round: each round's runs (all seeds, ticket and controls) go to the workers together."""),
+    ("code", """def chains(seeds, **task):
+    \"\"\"Return {seed: (dense config, [ticket round 1..rounds], [{control: config} per round])}.\"\"\"
+    out = {}
+    for s in seeds:
+        dense = base.replace(seed=s, **task)
+        tickets = imp.imp_configs(dense, rounds, rate=prune_rate, rewind_step=rewind_step)
+        out[s] = (dense, tickets, [imp.control_configs(t, dense) for t in tickets])
+    return out
+
+
+def train_chains(*jobs):
+    \"\"\"Train jobs (plan, arms, last round) together: every dense run, then round by round every ticket
+    and the arms' controls (one sweep per round: the workers start once per round, not per chain).\"\"\"
+    run_sweep([d for plan, _, _ in jobs for d, _, _ in plan.values()], executor=executor, workers=workers)
+    for r in range(max(last for _, _, last in jobs)):
+        configs = [x for plan, arms, last in jobs if r < last for _, t, c in plan.values()
+                   for x in [t[r], *(c[r][a] for a in arms)]]
+        run_sweep(configs, executor=executor, workers=workers)
+
+
+def table(plan, arms=("reinit", "random"), last=None):
+    \"\"\"Return one row per seed, round and arm: density (the mask's) and final test accuracy.\"\"\"
+    store, rows = scidl.RunStore(), []
+    for s, (dense, tickets, controls) in plan.items():
+        run = store.load(dense)
+        rows.append({"seed": s, "round": 0, "arm": "dense", "density": 1.0, "test_acc": run.summary["final_test_acc"]})
+        for r, (t, c) in enumerate(zip(tickets[:last], controls[:last]), 1):
+            for arm, cfg in [("ticket", t)] + [(a, c[a]) for a in arms]:
+                run = store.load(cfg)
+                rows.append({"seed": s, "round": r, "arm": arm, "density": masks.density(run.mask)["total"],
+                             "test_acc": run.summary["final_test_acc"]})
+    return pd.DataFrame(rows)"""),
+    ("md", """## 2 · Sweep: accuracy against density, ticket and controls (exploratory seeds)
+
+The second data set's chains (section 6, not registered) train here too, with the exploratory ones."""),
+    ("code", """# NBVAL_IGNORE_OUTPUT
+explore = chains(explore_seeds)
+second = chains(digits_seeds, dataset="digits", data_seed=0) if digits_seeds else {}
+train_chains((explore, ("reinit", "random"), rounds), (second, ("reinit",), test_round))"""),
+    ("code", """E = table(explore)
+by = E.groupby(["round", "arm"]).agg(density=("density", "mean"), test_acc=("test_acc", "mean")).unstack("arm")
+print(by.round(3).to_string())
+fig = Figure(figsize=(6, 3.4))
+ax = fig.add_subplot()
+for arm, g in E.groupby("arm"):
+    m = g.groupby("round")[["density", "test_acc"]].mean()
+    ax.plot(m.density, m.test_acc, "o-" if arm != "dense" else "s", label=arm)
+ax.set(xscale="log", xlabel="share of weights kept", ylabel="final test accuracy",
+       title=f"IMP on {dataset}, exploratory seeds {explore_seeds}")
+ax.invert_xaxis()
+ax.legend(fontsize=8)
+fig.tight_layout()
+fig"""),
+    ("md", """## 3 · Zoom: what the first layer's mask keeps
+
+For each first-layer unit with at least two surviving inputs, the mean pairwise distance of their
+positions along the signal. Against two nulls: random positions (the exact expectation, (n + 1) / 3)
+and, stricter, the same mask with each input's column shuffled across units, which keeps *which
+inputs survive* (edges of the signal carry less, and may be pruned for every unit) and asks whether
+*each unit's* inputs are closer together than that alone gives."""),
+    ("code", """def column_null(mask, draws=20, seed=0):
+    \"\"\"Return the mean spread of `mask` with each column's entries shuffled across units.\"\"\"
+    g = torch.Generator().manual_seed(seed)
+    spreads = []
+    for _ in range(draws):
+        perm = torch.stack([torch.randperm(mask.shape[0], generator=g) for _ in range(mask.shape[1])], 1)
+        spreads.append(imp.locality(mask.gather(0, perm))["mean_spread"])
+    return float(np.mean(spreads))
+
+
+def receptive(mask, order=None):
+    \"\"\"Return the locality ratios of a first-layer mask: vs random positions and vs the column null.\"\"\"
+    loc = imp.locality(mask, order)
+    reordered = mask if order is None else mask[:, torch.argsort(order)]  # columns in `order`'s positions
+    return {"ratio_vs_random": loc["ratio"], "ratio_vs_columns": column_null(reordered) / loc["mean_spread"]}
+
+
+store = scidl.RunStore()
+rows = []
+for s, (dense, tickets, controls) in explore.items():
+    for r, (t, c) in enumerate(zip(tickets, controls), 1):
+        for arm, cfg in (("ticket", t), ("random", c["random"])):
+            rows.append({"seed": s, "round": r, "arm": arm, **receptive(store.load(cfg).mask["fc0.weight"])})
+L = pd.DataFrame(rows)
+print(L.groupby(["round", "arm"])[["ratio_vs_random", "ratio_vs_columns"]].mean().unstack("arm").round(3).to_string())"""),
+    ("code", """first = explore[explore_seeds[0]]
+fig = Figure(figsize=(8, 2.6))
+for r in range(rounds):
+    ax = fig.add_subplot(1, rounds, r + 1)
+    m = store.load(first[1][r]).mask["fc0.weight"][:40].float()
+    ax.imshow(m.numpy(), aspect="auto", cmap="Greys", interpolation="nearest")
+    ax.set(title=f"round {r + 1}", xlabel="input position", yticks=[])
+fig.suptitle("first-layer masks of 40 units (black: kept), seed " + str(explore_seeds[0]), fontsize=9)
+fig.tight_layout()
+fig"""),
+    ("md", """## 4 · Hypothesize: four claims, registered before any fresh seed runs
+
+The exploratory seeds and every run above are registered as exploratory: they inspired the claims
+and can never be their evidence. LT4 is the one that could embarrass the literature's reading: if the
+first layer's locality comes from the data's spatial structure, a net shown the inputs in a fixed
+permuted order should find fields local in the *original* order, not in the order it sees."""),
+    ("code", """ledger = Ledger(ledger_path) if ledger_path else Ledger()
+common = {"task.dataset": dataset, "train.prune_rate": prune_rate, "train.steps": steps - rewind_step,
+          "train.init_step": rewind_step}
+plain, permuted = {**common, "task.permute_seed": -1}, {**common, "task.permute_seed": permute_seed}
+H = [
+    Hypothesis(id="LT1", scope=plain, comparison=">", threshold=0.03,
+               claim=f"At round {test_round} the ticket beats the same mask from a fresh init by more than 3 points.",
+               measurement=f"test accuracy of the round-{test_round} ticket minus its reinit control, per fresh seed",
+               falsifier="the 95% interval of the mean gap reaches 0.03 or below",
+               controls=(Control(name="random mask", comparison=">", threshold=0.03,
+                                 claim="the ticket also beats a random mask of the same per-layer density by "
+                                       "more than 3 points"),)),
+    Hypothesis(id="LT2", scope=plain, comparison=">", threshold=-margin,
+               claim=f"At round {test_round} the ticket matches the dense net within {margin:.0%}.",
+               measurement=f"test accuracy of the round-{test_round} ticket minus its dense run's, per fresh seed",
+               falsifier=f"the 95% interval of the mean gap reaches -{margin} or below"),
+    Hypothesis(id="LT3", scope=plain, comparison=">", threshold=1.05,
+               claim=f"At round {locality_round} each first-layer unit's surviving inputs are closer together than "
+                     "which inputs survive alone explains.",
+               measurement="column-null spread / observed spread of the ticket's fc0 mask, per fresh seed",
+               falsifier="the 95% interval of the mean ratio reaches 1.05 or below",
+               controls=(Control(name="random mask", comparison="<", threshold=1.05,
+                                 claim="the random-mask control's ratio stays below 1.05: the measure does not "
+                                       "find locality where there is none"),)),
+    Hypothesis(id="LT4", scope=permuted, comparison=">", threshold=1.05,
+               claim="With the inputs in a fixed permuted order, the ticket's first-layer fields are local in the "
+                     "original order of the signal (beyond which inputs survive).",
+               measurement=f"LT3's ratio, read in the original order, for a chain on inputs permuted with seed "
+                           f"{permute_seed}, per fresh seed",
+               falsifier="the 95% interval of the mean ratio reaches 1.05 or below",
+               controls=(Control(name="presented order", comparison="<", threshold=1.05,
+                                 claim="the same mask read in the order the net sees stays below 1.05"),)),
+]
+exploratory = [c for d, t, cs in explore.values() for c in [d, *t, *(x for c in cs for x in c.values())]]
+for h in H:
+    ledger.register(h, exploratory_runs=exploratory)
+    print(f"{h.id}: {h.prediction}  [{h.content_hash}]")"""),
+    ("md", """## 5 · Test: fresh seeds, the controls, the permuted inputs
+
+Every run below starts after the registration. The four claims are one family, Holm-corrected
+(`Ledger.family_verdicts`)."""),
+    ("code", """# NBVAL_IGNORE_OUTPUT
+fresh = chains(fresh_seeds)
+shuffled = chains(fresh_seeds, permute_seed=permute_seed)
+train_chains((fresh, ("reinit", "random"), rounds), (shuffled, (), locality_round))"""),
+    ("code", """F = table(fresh)
+perm = scidl.make_dataset(base.replace(permute_seed=permute_seed).task).permutation
+for s, (dense, tickets, controls) in fresh.items():
+    ticket = store.load(tickets[test_round - 1])
+    acc = lambda cfg: store.load(cfg).summary["final_test_acc"]
+    ledger.add_evidence("LT1", ticket, acc(tickets[test_round - 1]) - acc(controls[test_round - 1]["reinit"]))
+    ledger.add_evidence("LT1", ticket, acc(tickets[test_round - 1]) - acc(controls[test_round - 1]["random"]),
+                        condition="random mask")
+    ledger.add_evidence("LT2", ticket, acc(tickets[test_round - 1]) - acc(dense))
+    deep = store.load(tickets[locality_round - 1])
+    ledger.add_evidence("LT3", deep, receptive(deep.mask["fc0.weight"])["ratio_vs_columns"])
+    rnd = store.load(controls[locality_round - 1]["random"]).mask["fc0.weight"]
+    ledger.add_evidence("LT3", deep, receptive(rnd)["ratio_vs_columns"], condition="random mask")
+    p = store.load(shuffled[s][1][locality_round - 1])
+    ledger.add_evidence("LT4", p, receptive(p.mask["fc0.weight"], order=perm)["ratio_vs_columns"])
+    ledger.add_evidence("LT4", p, receptive(p.mask["fc0.weight"])["ratio_vs_columns"], condition="presented order")
+T = ledger.table()
+T = T[T.id.str.startswith("LT")]
+family = ledger.family_verdicts(list(T.id)).set_index("id")
+T = T.assign(p_value=T.id.map(family.p_value), unadjusted=T.verdict, verdict=T.id.map(family.verdict))
+print(T[["id", "n", "mean", "ci_low", "ci_high", "controls", "p_value", "unadjusted", "verdict"]].round(3)
+      .to_string(index=False))"""),
+    ("code", """# NBVAL_IGNORE_OUTPUT
+_ = ledger.record_family_verdicts(list(T.id))"""),
+    ("code", """by_round = []
+for r in range(1, rounds + 1):
+    g = F[F["round"] == r]
+    pivot = g.pivot(index="seed", columns="arm", values="test_acc")
+    dense_acc = F[F.arm == "dense"].set_index("seed").test_acc
+    w = definition.winning(list(pivot.ticket), list(dense_acc[pivot.index]),
+                           {"reinit": list(pivot.reinit), "random": list(pivot.random)}, margin=margin)
+    by_round.append({"round": r, "density": float(g[g.arm == "ticket"].density.mean()), "ticket": w["ticket"],
+                     "dense": w["dense"], "reinit_gap": w["gaps"]["reinit"], "random_gap": w["gaps"]["random"],
+                     "matches": w["matches"], "wins": w["wins"]})
+W = pd.DataFrame(by_round)
+print(W.round(3).to_string(index=False))"""),
+    ("md", """## 6 · Generalize: a second data set (sklearn digits, not registered)
+
+The issue measured that on digits every arm stays within noise down to ~7 % of the weights: a data
+set that cannot show the phenomenon in this range. Two seeds (trained in section 2), as a look, not a
+claim."""),
+    ("code", """D = table(second, ("reinit",), test_round) if second else pd.DataFrame(columns=["round", "arm", "test_acc"])
+digits_gap = float("nan")
+if len(D):
+    d = D[D["round"] == test_round].pivot(index="seed", columns="arm", values="test_acc")
+    digits_gap = float((d.ticket - d.reinit).mean())
+    print(D.groupby(["round", "arm"]).test_acc.mean().unstack("arm").round(3).to_string())"""),
+    ("md", """## Verdict
+
+**Claims tested.** LT1: at the test round the ticket beats its reinitialised control (and, as a
+control, a random mask) by more than 3 points; LT2: it matches the dense net within `margin`; LT3:
+the first layer's surviving inputs are local per unit, beyond which inputs survive; LT4: with
+permuted inputs that locality is in the signal's original order, not the order the net sees.
+**Evidence:** the `verdicts` line, computed in this run from fresh seeds only, Holm-corrected as one
+family; `ticket_sparsity_limit` is the lowest density at which the ticket wins on the fresh seeds
+(NaN: at none). **Confidence:** five fresh seeds, one width, one pruning rate; the digits look is two
+seeds and not registered. Disclosure: while this notebook was written, seeds 10–14 were first run with
+1,500 steps per run and the same four claims (LT1–LT3 supported, LT4's control inconclusive); the
+default was then cut to 1,000 steps to fit the time budget, so these seeds are fresh for the 1,000-step
+runs only. **Not built:** the scorecard's lottery rows (Q1–Q4), Fashion-MNIST's
+LeNet-300-100 and the CNN/GRU reference rows."""),
+    ("code", """wins = W[W.wins]
+limit = float(wins.density.min()) if len(wins) else math.nan
+at = W.loc[W.density.idxmin()] if wins.empty else wins.loc[wins.density.idxmin()]
+dense_acc = F[F.arm == "dense"].test_acc
+print(f"dense_test_acc = {dense_acc.mean():.3f} ({dense_acc.min():.3f}-{dense_acc.max():.3f} over {len(dense_acc)} seeds)")
+print(f"ticket_sparsity_limit = {limit:.3f}")
+print(f"reinit_gap = {at.reinit_gap[0]:.3f} ({at.reinit_gap[1]:.3f}-{at.reinit_gap[2]:.3f}) at density {at.density:.3f}")
+print(f"random_mask_gap = {at.random_gap[0]:.3f} ({at.random_gap[1]:.3f}-{at.random_gap[2]:.3f}) at density {at.density:.3f}")
+loc = T.set_index("id")
+print(f"locality_vs_null = {loc.loc['LT3', 'mean']:.3f} ({loc.loc['LT3', 'ci_low']:.3f}-{loc.loc['LT3', 'ci_high']:.3f})")
+print(f"permuted_locality_original_order = {loc.loc['LT4', 'mean']:.3f}")
+print(f"digits_reinit_gap_exploratory = {digits_gap:.3f}")
+print(f"n_hypotheses = {len(T)}")
+print(f"verdicts = {dict(zip(T.id, T.verdict))}")"""),
+]
+
+
+def build() -> nbformat.NotebookNode:
+    cells = []
+    for kind, source in CELLS:
+        if kind == "md":
+            cells.append(new_markdown_cell(source))
+        else:
+            cell = new_code_cell(source)
+            if kind == "params":
+                cell.metadata["tags"] = ["parameters"]
+            cells.append(cell)
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (scidl)", "language": "python", "name": "python3"}
+    return nb
+
+
+if __name__ == "__main__":
+    nbformat.write(build(), ROOT / "notebooks" / "08_iterate_lottery_tickets.ipynb")

@@ -1,0 +1,134 @@
+"""Iterative magnitude pruning as stored runs, its controls, linear mode connectivity and the
+receptive-field locality of a first-layer mask.
+
+`imp_configs(dense, rounds, rate, rewind_step)` is the ticket chain: round r prunes `rate` of the
+weights round r - 1 kept (its final weights, by magnitude; scidl.masks), rewinds the survivors to the
+dense run's checkpoint at `rewind_step` (0: Frankle & Carbin's original init; k > 0: Frankle et al.
+2020's rewinding) and retrains for the dense run's remaining steps. Every round is a RunConfig whose
+hash names its parents, so a chain is trained round by round with `run_sweep` and resumes like any
+sweep. `control_configs(ticket, dense)` gives the controls at the same density: the same mask from a
+fresh init ("reinit"), a random mask of the same per-layer density ("random"), the mask shuffled
+within each unit's row ("shuffle").
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from scidl.config import SEED_MAX, RunConfig
+from scidl.errors import ScidlError, check_int, check_number, check_type
+from scidl.registry import make_dataset
+
+REINIT_SEED_OFFSET = 7919  # a control's fresh init: the dense seed moved by this (a prime), wrapped
+
+
+def imp_configs(dense: RunConfig, rounds: int, rate: float = 0.2, rewind_step: int = 0, scope: str = "layer",
+                output_factor: float = 0.5, seed: int | None = None) -> list[RunConfig]:
+    """Return the ticket chain's configs, round 1 to `rounds` (round 0 is `dense` itself). `seed`
+    (default: the dense run's) sets each round's data order; the weights come from the dense run."""
+    check_type("dense", dense, RunConfig, "the dense run's RunConfig")
+    rounds = check_int("rounds", rounds, 1, 100)
+    rewind_step = check_int("rewind_step", rewind_step, 0, dense.train.steps - 1)
+    if dense.train.masked:
+        raise ScidlError(f"dense={dense.hash} is not allowed: it is itself pruned or rewound; give the dense run")
+    if not dense.train.is_checkpoint(rewind_step) and rewind_step != 0:
+        raise ScidlError(f"rewind_step={rewind_step} is not allowed: the dense run saves no checkpoint there "
+                         f"(checkpoint_every={dense.train.checkpoint_every}, checkpoint_steps="
+                         f"{dense.train.checkpoint_steps})")
+    out, parent = [], dense
+    remaining = dense.train.steps - rewind_step
+    for _ in range(rounds):  # the rounds' step counts start at the rewind point: checkpoints past the end go
+        cfg = dense.replace(init_from=dense.hash, init_step=rewind_step, mask_from=parent.hash, prune_rate=rate,
+                            prune_scope=scope, prune_output_factor=output_factor, steps=remaining,
+                            checkpoint_steps=tuple(s for s in dense.train.checkpoint_steps if s <= remaining),
+                            seed=dense.train.seed if seed is None else seed)
+        out.append(cfg)
+        parent = cfg
+    return out
+
+
+def control_configs(ticket: RunConfig, dense: RunConfig) -> dict[str, RunConfig]:
+    """Return the controls of `ticket` at its density: "reinit" (its mask on a fresh init, seeded
+    apart from the dense run's, with the ticket's data order), "random" and "shuffle" (its rewound
+    weights under a mask of the same per-layer density: random positions, or each row's entries
+    permuted)."""
+    check_type("ticket", ticket, RunConfig, "a ticket's RunConfig (imp_configs)")
+    check_type("dense", dense, RunConfig, "the dense run's RunConfig")
+    if not ticket.train.mask_from or ticket.train.mask_control != "none":
+        raise ScidlError(f"ticket={ticket.hash} is not allowed: must be a ticket round (mask_from set, no control)")
+    fresh = (dense.train.seed + REINIT_SEED_OFFSET) % (SEED_MAX + 1)
+    return {"reinit": ticket.replace(init_from="", init_step=0, init_seed=fresh),
+            "random": ticket.replace(mask_control="random"),
+            "shuffle": ticket.replace(mask_control="shuffle")}
+
+
+def interpolate(state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor], alpha: float) -> dict:
+    """Return (1 - alpha) state_a + alpha state_b, tensor by tensor."""
+    return {k: (1 - alpha) * state_a[k] + alpha * state_b[k] for k in state_a}
+
+
+def instability(run_a, run_b, n_points: int = 11) -> dict:
+    """Return linear mode connectivity of two runs (Frankle et al. 2020): test error along the straight
+    line between their final weights (`alphas`, `errors`), and the error barrier: the highest error on
+    the line minus the mean of the two ends' errors (0 when the ends are linearly connected)."""
+    for name, run in (("run_a", run_a), ("run_b", run_b)):
+        if not hasattr(run, "load_model") or not hasattr(run, "config"):
+            raise ScidlError(f"{name}={run!r:.120} is not allowed: must be a stored Run")
+    if run_a.config.task != run_b.config.task or run_a.config.model != run_b.config.model:
+        raise ScidlError(f"run_b={run_b.hash} is not allowed: it has another task or model than run_a={run_a.hash}")
+    n_points = check_int("n_points", n_points, 3, 1001)
+    data = make_dataset(run_a.config.task)
+    model = run_a.load_model()
+    a, b = run_a.load_state(), run_b.load_state()
+    if all(torch.equal(a[k], b[k]) for k in a):
+        import warnings
+
+        warnings.warn(f"runs {run_a.hash} and {run_b.hash} end with identical weights (deterministic training "
+                      "from one init, e.g. full batch): their barrier of 0 says nothing", stacklevel=2)
+    x, y = data.test
+    alphas = np.linspace(0.0, 1.0, n_points)
+    errors = []
+    with torch.no_grad():
+        for alpha in alphas:
+            model.load_state_dict(interpolate(a, b, float(alpha)))
+            errors.append(float((model(x).argmax(-1) != y).float().mean()))
+    barrier = max(errors) - (errors[0] + errors[-1]) / 2
+    return {"alphas": alphas.tolist(), "errors": errors, "barrier": float(barrier)}
+
+
+def locality(mask: torch.Tensor, order: torch.Tensor | None = None) -> dict:
+    """Return how local a first-layer mask's receptive fields are: per unit (row) with at least two
+    surviving inputs, the mean pairwise distance of their positions, and its ratio to the exact
+    expectation for as many inputs at random distinct positions, (n + 1) / 3 for n inputs (> 1: more
+    local than chance). `order[j]` is the position of column j (a permuted input's original order);
+    default: column j is at position j."""
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
+        raise ScidlError(f"mask={getattr(mask, 'shape', mask)!r} is not allowed: must be a 2-d bool tensor "
+                         "(units x inputs)")
+    n = mask.shape[1]
+    pos = torch.arange(n, dtype=torch.float64) if order is None else order.to(torch.float64)
+    if pos.shape != (n,) or sorted(pos.tolist()) != list(range(n)):
+        raise ScidlError(f"order={order!r:.120} is not allowed: must be a permutation of the {n} input positions")
+    spreads = []
+    for row in mask:
+        p = pos[row]
+        k = len(p)
+        if k >= 2:
+            spreads.append(float((p[:, None] - p[None, :]).abs().sum() / (k * (k - 1))))
+    null = (n + 1) / 3
+    mean = float(np.mean(spreads)) if spreads else math.nan
+    return {"units": len(spreads), "mean_spread": mean, "null_spread": null,
+            "ratio": null / mean if spreads and mean > 0 else math.nan}
+
+
+def rounds_density(rate: float, rounds: int, output_factor: float = 0.5, sizes: list[int] | None = None) -> float:
+    """Return the share of weights a layer-wise chain keeps after `rounds` (hidden layers keep (1 - rate)
+    per round, the output layer (1 - rate x output_factor); `sizes` weights per layer, output last)."""
+    check_number("rate", rate, 0, 1, low_open=True)
+    rounds = check_int("rounds", rounds, 0)
+    if not sizes:
+        return (1 - rate) ** rounds
+    keep = [(1 - rate) ** rounds] * (len(sizes) - 1) + [(1 - rate * output_factor) ** rounds]
+    return float(sum(k * s for k, s in zip(keep, sizes)) / sum(sizes))
