@@ -49,8 +49,8 @@ round, more steps and seeds. Fashion-MNIST's LeNet-300-100 setting is not built 
 
 import numpy as np
 import pandas as pd
+import matplotlib.pyplot as plt
 import torch
-from matplotlib.figure import Figure
 
 import scidl
 from scidl import masks
@@ -126,8 +126,8 @@ train_chains((explore, ("reinit", "random"), rounds), (second, ("reinit",), test
     ("code", """E = table(explore)
 by = E.groupby(["round", "arm"]).agg(density=("density", "mean"), test_acc=("test_acc", "mean")).unstack("arm")
 print(by.round(3).to_string())
-fig = Figure(figsize=(6, 3.4))
-ax = fig.add_subplot()
+fig, ax = plt.subplots(figsize=(6, 3.4))
+plt.close(fig)  # shown once, as the cell's value
 for arm, g in E.groupby("arm"):
     m = g.groupby("round")[["density", "test_acc"]].mean()
     ax.plot(m.density, m.test_acc, "o-" if arm != "dense" else "s", label=arm)
@@ -170,9 +170,9 @@ for s, (dense, tickets, controls) in explore.items():
 L = pd.DataFrame(rows)
 print(L.groupby(["round", "arm"])[["ratio_vs_random", "ratio_vs_columns"]].mean().unstack("arm").round(3).to_string())"""),
     ("code", """first = explore[explore_seeds[0]]
-fig = Figure(figsize=(8, 2.6))
-for r in range(rounds):
-    ax = fig.add_subplot(1, rounds, r + 1)
+fig, axes = plt.subplots(1, rounds, figsize=(8, 2.6), squeeze=False)
+plt.close(fig)
+for r, ax in enumerate(axes[0]):
     m = store.load(first[1][r]).mask["fc0.weight"][:40].float()
     ax.imshow(m.numpy(), aspect="auto", cmap="Greys", interpolation="nearest")
     ax.set(title=f"round {r + 1}", xlabel="input position", yticks=[])

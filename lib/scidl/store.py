@@ -125,8 +125,8 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:07d}.safetensors"
 
 
-MANIFEST = "manifest.json"
-MASK_FILE = "mask.safetensors"  # a pruned run's mask (scidl.masks)  # sha256 of every other file of a finished run, written just before summary.json
+MANIFEST = "manifest.json"  # sha256 of every other file of a finished run, written just before summary.json
+MASK_FILE = "mask.safetensors"  # a pruned run's mask (scidl.masks)
 
 
 def sha256_file(path: Path) -> str:
