@@ -354,3 +354,21 @@ def test_rounds_drop_dense_checkpoints_past_their_shorter_budget():
     dense = scidl.make_config(**{**SMALL, "checkpoint_steps": (20, 55)})
     rounds = imp.imp_configs(dense, 2, rewind_step=20)
     assert all(c.train.steps == 40 and c.train.checkpoint_steps == (20,) for c in rounds)
+
+
+def test_scopes_written_before_the_pruning_fields_keep_their_content_hash():
+    """04's H0, as registered before the pruning fields existed (its printed content hash is committed)."""
+    from scidl.hypotheses import Hypothesis, scope_of
+
+    evidence = scidl.make_config(p=59, frac_train=0.5, steps=2500)
+    scope = scope_of(evidence)
+    assert not any(k.startswith(("train.init", "train.mask", "train.prune")) for k in scope)
+    assert "train.batch_size" in scope  # older than scopes: kept, as it always was
+    h0 = Hypothesis(id="H0", scope=scope, statistic="proportion", comparison=">", threshold=0.5,
+                    claim="Grokking is the typical outcome of the fresh-seed config within its step budget.",
+                    measurement="1 if the run's test accuracy reaches 0.99 within the budget, else 0, per fresh seed; "
+                                "Clopper-Pearson interval",
+                    falsifier="the 95% interval of the grok fraction reaches 0.5 or less")
+    assert h0.content_hash == "5f24eea77716e810"
+    pruned = scope_of(evidence.replace(mask_from="a" * 12, prune_rate=0.2))
+    assert pruned["train.mask_from"] == "a" * 12 and pruned["train.prune_rate"] == 0.2

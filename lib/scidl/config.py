@@ -222,6 +222,10 @@ HASH_OMITTED_DEFAULTS = {"train": {"batch_size": 0, "init_from": "", "init_step"
                                    "prune_rate": 0.0, "prune_scope": "layer", "prune_output_factor": 0.5,
                                    "mask_control": "none", "init_seed": -1},
                          "model": {"hidden": ()}}
+# The same fields, flat: at these values `hypotheses.scope_of` leaves them out of a scope, so a scope
+# (and the content hash of a hypothesis registered with it) written before they existed stays the same.
+SCOPE_OMITTED_DEFAULTS = {f"{section}.{name}": value for section, fields in HASH_OMITTED_DEFAULTS.items()
+                          for name, value in fields.items() if name != "batch_size"}  # batch_size predates scopes
 
 
 def default_task():

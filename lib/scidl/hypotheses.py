@@ -355,11 +355,16 @@ def _time(text: Any, what: str) -> datetime:
 
 def scope_of(config: Any, vary: tuple[str, ...] = ("train.seed", "task.data_seed")) -> dict[str, Any]:
     """Return the scope of a hypothesis about `config`: every scalar flat field except those in
-    `vary` (by default the seeds), so evidence must come from runs of exactly that experiment."""
+    `vary` (by default the seeds), so evidence must come from runs of exactly that experiment. Fields
+    added to the configs after hypotheses were first registered are left out while at their defaults
+    (config.SCOPE_OMITTED_DEFAULTS), so an old scope, and its hypothesis' content hash, is unchanged."""
+    from scidl.config import SCOPE_OMITTED_DEFAULTS
+
     if not hasattr(config, "flat"):
         raise _bad("scope_of", "config", config, "must be a RunConfig")
     return {k: v for k, v in config.flat().items()
-            if k not in vary and (v is None or isinstance(v, (str, int, float, bool)))}
+            if k not in vary and (v is None or isinstance(v, (str, int, float, bool)))
+            and not (k in SCOPE_OMITTED_DEFAULTS and v == SCOPE_OMITTED_DEFAULTS[k])}
 
 
 def default_ledger_path() -> Path:
