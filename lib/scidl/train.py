@@ -150,10 +150,10 @@ def train(cfg: RunConfig, store: RunStore | None = None, progress: bool = True,
 
 def _train_into(cfg: RunConfig, store: RunStore, progress: bool) -> None:
     phenomenon = phenomenon_of(cfg.task)
+    data = phenomenon.make_dataset(cfg.task)  # first, as always: the model's seeding comes after it
     init_seed = cfg.train.init_seed if cfg.train.init_seed >= 0 else cfg.train.seed
     model = phenomenon.make_model(cfg.model, cfg.task, seed=init_seed)
     init, mask = masks.resolve(cfg, store, model)  # parents read (and refused) before anything is written
-    data = phenomenon.make_dataset(cfg.task)
     if init is not None:
         model.load_state_dict(init)
     masker = masks.Masker(model, mask) if mask is not None else None
