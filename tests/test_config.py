@@ -31,7 +31,7 @@ def test_error_messages_say_what_is_allowed():
 
 
 @pytest.mark.parametrize("cls, kwargs, field", [
-    (ModelConfig, dict(arch="cnn"), "arch"),
+    (ModelConfig, dict(arch="rnn"), "arch"),
     (ModelConfig, dict(d_model=130, n_heads=4), "n_heads"),
     (ModelConfig, dict(d_mlp=0), "d_mlp"),
     (ModelConfig, dict(act="tanh"), "act"),

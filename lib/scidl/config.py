@@ -70,7 +70,7 @@ def check_field_choice(owner: str, name: str, value: Any, choices) -> None:
     check_choice(f"{owner}.{name}", value, choices, error=ConfigError)
 
 
-ARCHS = ("transformer", "mlp")
+ARCHS = ("transformer", "mlp", "cnn")  # each phenomenon says which of them it has (Phenomenon.archs)
 PRUNE_SCOPES = ("layer", "global")
 MASK_CONTROLS = ("none", "random", "shuffle")
 LOSS_DTYPES = ("float64", "float32")
@@ -80,7 +80,8 @@ ACTIVATIONS = ("relu", "gelu", "quadratic")
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture: a hooked transformer (attention + MLP blocks, no LayerNorm; Nanda et al.'s with
-    the defaults) or an MLP on one-hot inputs. The phenomenon builds it for its task."""
+    the defaults), an MLP (on one-hot inputs, or on vector inputs with `hidden` widths) or a 1-D CNN
+    (`hidden` channels). The phenomenon builds it for its task; its `archs` say which it has."""
 
     arch: str = "transformer"
     d_model: int = 128
@@ -89,7 +90,9 @@ class ModelConfig:
     n_layers: int = 1
     act: str = "relu"
     init_scale: float = 1.0
-    hidden: tuple[int, ...] = ()  # hidden widths of an MLP on vector inputs (lottery tickets: (300, 100))
+    # hidden widths of an MLP on vector inputs, or a CNN's channels per conv layer; () is the arch's
+    # default (lottery tickets: (300, 100) for "mlp", (25, 25, 25) for "cnn")
+    hidden: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         normalize(self)
@@ -138,7 +141,8 @@ class TrainConfig:
     # magnitude, `prune_rate` of its surviving weights per layer (scope "layer"; the output layer at
     # `prune_output_factor` times the rate, as Frankle & Carbin 2019 do) or over all layers ("global").
     # `mask_control` replaces that mask by a control of the same per-layer sparsity: "random" positions,
-    # or "shuffle" within each row (dim 0) of a weight. Runs are named by hash: "" means none.
+    # or "shuffle" within each row (dim 0) of a weight; `mask_control_layers` names the weights it
+    # replaces (the others keep the pruned mask; empty: every weight). Runs are named by hash: "" means none.
     # `init_seed` >= 0 draws a fresh init with that seed while `seed` keeps setting the data order
     # (the reinitialised control of a ticket: another init, the same batches).
     init_from: str = ""
@@ -148,6 +152,7 @@ class TrainConfig:
     prune_scope: str = "layer"
     prune_output_factor: float = 0.5
     mask_control: str = "none"
+    mask_control_layers: tuple[str, ...] = ()
     init_seed: int = -1
 
     def __post_init__(self) -> None:
@@ -190,6 +195,14 @@ class TrainConfig:
             fail("TrainConfig", "init_step", self.init_step, "needs init_from (the run whose checkpoint it is)")
         check_field_choice("TrainConfig", "prune_scope", self.prune_scope, PRUNE_SCOPES)
         check_field_choice("TrainConfig", "mask_control", self.mask_control, MASK_CONTROLS)
+        layers = self.mask_control_layers
+        if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not all(
+                isinstance(n, str) and re.fullmatch(r"[A-Za-z0-9_.]+", n) for n in layers) or len(set(layers)) < len(layers):
+            fail("TrainConfig", "mask_control_layers", layers, "must be a list of distinct weight names such as "
+                                                               "'fc0.weight' (empty: every weight)")
+        object.__setattr__(self, "mask_control_layers", tuple(layers))
+        if layers and self.mask_control == "none":
+            fail("TrainConfig", "mask_control_layers", layers, "needs mask_control 'random' or 'shuffle'")
         if self.mask_from:
             check_number("TrainConfig.prune_rate", self.prune_rate, 0, 1, low_open=True, error=ConfigError)
             if self.prune_rate >= 1:
@@ -220,7 +233,7 @@ class TrainConfig:
 # field holding that value is left out of the hash, so every stored run keeps its name.
 HASH_OMITTED_DEFAULTS = {"train": {"batch_size": 0, "init_from": "", "init_step": 0, "mask_from": "",
                                    "prune_rate": 0.0, "prune_scope": "layer", "prune_output_factor": 0.5,
-                                   "mask_control": "none", "init_seed": -1},
+                                   "mask_control": "none", "mask_control_layers": (), "init_seed": -1},
                          "model": {"hidden": ()}}
 # The same fields, flat: at these values `hypotheses.scope_of` leaves them out of a scope, so a scope
 # (and the content hash of a hypothesis registered with it) written before they existed stays the same.

@@ -117,13 +117,21 @@ def _prune(magnitude: torch.Tensor, keep: torch.Tensor, rate: float) -> torch.Te
     return flat_keep.reshape(keep.shape)
 
 
-def control_mask(mask: Mask, control: str, seed: int) -> Mask:
+def control_mask(mask: Mask, control: str, seed: int, layers: tuple[str, ...] = ()) -> Mask:
     """Return a control of `mask` with the same per-layer sparsity: "random" keeps as many weights per
-    layer at random positions; "shuffle" permutes the entries of each row (dim 0) of a weight: for an
-    nn.Linear (out, in) weight each unit keeps its fan-in at random positions (for other layouts, say
-    (d_in, d_out), it is each row's count that is kept); "none" returns `mask`."""
+    layer at random positions; "shuffle" permutes the entries of each row (dim 0, the other dims
+    flattened) of a weight: for an nn.Linear (out, in) weight each unit keeps its fan-in at random
+    positions, for an nn.Conv1d (out, in, kernel) weight each output channel keeps its count over
+    (in, kernel) (for other layouts, say (d_in, d_out), it is each row's count that is kept); "none"
+    returns `mask`. `layers` (names of `mask`'s weights) limits the control to those weights, the
+    others keeping `mask`; each named weight gets the same control it gets with `layers` empty (every
+    weight), so a one-layer control is the all-layer control restricted to that layer."""
     check_choice("mask_control", control, ("none", "random", "shuffle"), error=MaskError)
     seed = check_int("seed", seed, 0, error=MaskError)
+    unknown = [n for n in layers if n not in mask]
+    if isinstance(layers, str) or unknown:
+        raise MaskError(f"TrainConfig.mask_control_layers={layers!r} is not allowed: {unknown or layers} are not "
+                        f"prunable weights of the model ({list(mask)})")
     if control == "none":
         return mask
     gen = torch.Generator().manual_seed(seed)
@@ -137,7 +145,7 @@ def control_mask(mask: Mask, control: str, seed: int) -> Mask:
             rows = m.reshape(m.shape[0], -1)
             perm = torch.stack([torch.randperm(rows.shape[1], generator=gen) for _ in range(rows.shape[0])])
             out[n] = rows.gather(1, perm).reshape(m.shape)
-    return out
+    return {n: out[n] if not layers or n in layers else m for n, m in mask.items()}
 
 
 def density(mask: Mask) -> dict[str, float]:
@@ -195,7 +203,7 @@ def resolve(cfg: RunConfig, store, model: torch.nn.Module) -> tuple[dict[str, to
             check_mask(previous, state, f"run {parent.hash}'s mask")
         mask = magnitude_mask(state, previous, t.prune_rate, t.prune_scope, t.prune_output_factor,
                               output_weight(model))
-        mask = control_mask(mask, t.mask_control, t.seed)
+        mask = control_mask(mask, t.mask_control, t.seed, t.mask_control_layers)
     return init, mask
 
 

@@ -1,5 +1,7 @@
 """Sweeps: a grid (or random sample of it) over any config fields, run resumably through the run
 store, in-process, on local worker processes or on a Dask cluster; small MLP groups are batched.
+A sweep may hold runs that start from others in it (TrainConfig.init_from / mask_from: pruning rounds,
+rewinding): each such family is one work unit, trained in order, parents first (`Chain`).
 """
 from __future__ import annotations
 
@@ -146,7 +148,8 @@ def run_sweep(sweep: SweepConfig | list[RunConfig], store: RunStore | None = Non
     executor: "inprocess"; "processes" (`workers` local processes); "dask" (a LocalCluster of
     `workers` processes, or the scheduler at `address`); "auto" = "dask" when an address is given,
     else "inprocess" (bench/bench_sweep.py: process start-up outweighs the gain on short runs).
-    Finished runs are loaded, never retrained, so a killed sweep resumes where it stopped.
+    Finished runs are loaded, never retrained, so a killed sweep resumes where it stopped. Runs that
+    start from others in the sweep (init_from / mask_from) train after them, each family in one unit.
     """
     check_choice("executor", executor, EXECUTORS, error=ConfigError)
     check_int("workers", workers, 1, 256, error=ConfigError)
@@ -158,7 +161,8 @@ def run_sweep(sweep: SweepConfig | list[RunConfig], store: RunStore | None = Non
     store = as_store(store)
     configs = sweep.configs() if isinstance(sweep, SweepConfig) else _config_list(sweep)
     todo = [c for c in dict.fromkeys(configs) if not store.has(c)]
-    units = plan(todo, batch)
+    linked, free = chains(todo)
+    units = plan(free, batch) + linked
     if executor == "auto":
         executor = "dask" if address else "inprocess"
     bar = progress_bar(total=len(todo), desc=f"sweep ({len(configs) - len(todo)} done before)",
@@ -186,7 +190,52 @@ def _run_inprocess(units, store, workers, address, bar) -> None:
         bar.update(len(unit))
 
 
+class Chain(list):
+    """A work unit of runs that depend on each other (a config names another as init_from or
+    mask_from): trained one after another in this order, parents first, each as alone."""
+
+
+def chains(todo: list[RunConfig]) -> tuple[list[Chain], list[RunConfig]]:
+    """Split the unfinished configs into families linked by init_from / mask_from within `todo` (each a
+    Chain in dependency order, parents first) and the configs linked to no other (returned apart)."""
+    index = {c.hash: i for i, c in enumerate(todo)}
+    root = list(range(len(todo)))
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
+
+    parents = {i: [index[h] for h in (c.train.init_from, c.train.mask_from) if h and h in index]
+               for i, c in enumerate(todo)}
+    for i, ps in parents.items():
+        for j in ps:
+            root[find(i)] = find(j)
+    families: dict[int, list[int]] = {}
+    for i in range(len(todo)):
+        families.setdefault(find(i), []).append(i)
+    out, free = [], []
+    for members in families.values():
+        if len(members) == 1:
+            free.append(todo[members[0]])
+            continue
+        done, order = set(), []
+        while len(order) < len(members):  # parents first; the sweep's order otherwise
+            ready = [i for i in members if i not in done and all(j in done for j in parents[i])]
+            if not ready:
+                raise ConfigError(f"sweep config {todo[members[0]].hash} is not allowed: its runs name each other "
+                                  "as parents in a cycle")
+            done.update(ready)
+            order += ready
+        out.append(Chain(todo[i] for i in order))
+    return out, free
+
+
 def _dispatch(unit: list[RunConfig], root: str, progress: bool = False):
+    if isinstance(unit, Chain):
+        store = RunStore(root)
+        return [c.hash if store.has(c) else _train_task(c.to_dict(), root, progress) for c in unit]
     if len(unit) == 1:
         return _train_task(unit[0].to_dict(), root, progress)
     return _ensemble_task([c.to_dict() for c in unit], root, progress)

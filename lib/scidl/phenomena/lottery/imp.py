@@ -8,7 +8,9 @@ dense run's checkpoint at `rewind_step` (0: Frankle & Carbin's original init; k 
 hash names its parents, so a chain is trained round by round with `run_sweep` and resumes like any
 sweep. `control_configs(ticket, dense)` gives the controls at the same density: the same mask from a
 fresh init ("reinit"), a random mask of the same per-layer density ("random"), the mask shuffled
-within each unit's row ("shuffle").
+within each unit's row ("shuffle"). `chains` / `train_chains` / `chain_table` plan, train (one sweep;
+each seed's chain is one work unit) and tabulate several chains; `scaled` widens or narrows a
+net; `point_limit` is the lowest density a config's ticket wins at by the point rule over its seeds.
 """
 from __future__ import annotations
 
@@ -21,7 +23,41 @@ from scidl.config import SEED_MAX, RunConfig
 from scidl.errors import ScidlError, check_int, check_number, check_type
 from scidl.registry import make_dataset
 
+ARMS = ("reinit", "random", "shuffle")
+
 REINIT_SEED_OFFSET = 7919  # a control's fresh init: the dense seed moved by this (a prime), wrapped
+
+
+def base_config(dataset: str = "mnist1d", hidden=(300, 100), steps: int = 1000, batch_size: int = 60,
+                lr: float = 1.2e-3, rewind_step: int = 0, **fields) -> RunConfig:
+    """Return the dense run every chain of notebooks 08 and 09 starts from (Frankle & Carbin's Adam
+    recipe: lr 1.2e-3, batch 60, no weight decay; 10 evaluations; a checkpoint at `rewind_step`), so
+    both build the same configs and the scorecard reuses 08's runs."""
+    from scidl.config import make_config
+
+    checkpoints = (rewind_step,) if rewind_step else ()
+    return make_config(kind="lottery", dataset=dataset, hidden=tuple(hidden), lr=lr, weight_decay=0.0, beta2=0.999,
+                       warmup_steps=0, batch_size=batch_size, steps=steps, eval_every=max(steps // 10, 1),
+                       checkpoint_every=0, checkpoint_steps=checkpoints, **fields)
+
+
+def _prunable(cfg: RunConfig) -> list:
+    from scidl import masks
+    from scidl.registry import make_model
+
+    check_type("cfg", cfg, RunConfig, "a RunConfig")
+    with torch.device("meta"):
+        return masks.prunable(make_model(cfg.model, cfg.task))
+
+
+def n_weights(cfg: RunConfig) -> int:
+    """Return the number of prunable weights (dim >= 2) of `cfg`'s model, built on the meta device."""
+    return sum(p.numel() for _, p in _prunable(cfg))
+
+
+def weight_names(cfg: RunConfig) -> list[str]:
+    """Return the names of the prunable weights of `cfg`'s model (the layers a mask has), input side first."""
+    return [n for n, _ in _prunable(cfg)]
 
 
 def imp_configs(dense: RunConfig, rounds: int, rate: float = 0.2, rewind_step: int = 0, scope: str = "layer",
@@ -62,6 +98,20 @@ def control_configs(ticket: RunConfig, dense: RunConfig) -> dict[str, RunConfig]
     return {"reinit": ticket.replace(init_from="", init_step=0, init_seed=fresh),
             "random": ticket.replace(mask_control="random"),
             "shuffle": ticket.replace(mask_control="shuffle")}
+
+
+def layer_controls(ticket: RunConfig, layers, control: str = "random") -> dict[str, RunConfig]:
+    """Return, per weight name in `layers`, `ticket` with that one layer's mask replaced by its `control`
+    ("random" or "shuffle"; the other layers keep the ticket's mask and the rewound weights): retrained,
+    the drop from the ticket's accuracy says how much that layer's mask matters."""
+    check_type("ticket", ticket, RunConfig, "a ticket's RunConfig (imp_configs)")
+    if not ticket.train.mask_from or ticket.train.mask_control != "none":
+        raise ScidlError(f"ticket={ticket.hash} is not allowed: must be a ticket round (mask_from set, no control)")
+    if control not in ("random", "shuffle"):
+        raise ScidlError(f"control={control!r} is not allowed: must be 'random' or 'shuffle'")
+    if isinstance(layers, str) or not layers:
+        raise ScidlError(f"layers={layers!r} is not allowed: must be a non-empty list of weight names")
+    return {n: ticket.replace(mask_control=control, mask_control_layers=(n,)) for n in layers}
 
 
 def interpolate(state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor], alpha: float) -> dict:
@@ -132,3 +182,88 @@ def rounds_density(rate: float, rounds: int, output_factor: float = 0.5, sizes: 
         return (1 - rate) ** rounds
     keep = [(1 - rate) ** rounds] * (len(sizes) - 1) + [(1 - rate * output_factor) ** rounds]
     return float(sum(k * s for k, s in zip(keep, sizes)) / sum(sizes))
+
+
+def chains(base: RunConfig, seeds, rounds: int, rate: float = 0.2, rewind_step: int = 0, **fields) -> dict:
+    """Return {seed: (dense config, [ticket rounds 1..rounds], [{control: config} per round])} for the
+    dense runs `base.replace(seed=seed, **fields)`."""
+    check_type("base", base, RunConfig, "a RunConfig (scidl.make_config(kind='lottery', ...))")
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise ScidlError(f"seeds={seeds!r:.80} is not allowed: must be a list of seeds")
+    out = {}
+    for s in seeds:
+        dense = base.replace(seed=s, **fields)
+        tickets = imp_configs(dense, rounds, rate=rate, rewind_step=rewind_step)
+        out[s] = (dense, tickets, [control_configs(t, dense) for t in tickets])
+    return out
+
+
+def chain_configs(plan: dict, arms=("reinit", "random"), last: int | None = None) -> list[RunConfig]:
+    """Return every config of `plan` (chains()): dense runs, tickets and the `arms` controls to round `last`."""
+    _check_arms(arms)
+    return [c for d, t, cs in plan.values() for c in [d, *t[:last], *(x[a] for x in cs[:last] for a in arms)]]
+
+
+def train_chains(*jobs, executor: str = "inprocess", workers: int = 1, store=None, extra=()) -> None:
+    """Train jobs (plan, arms, last round) together in one sweep: each seed's chain (its dense run, then
+    round by round the ticket and the `arms` controls) is one work unit, parents first (scidl.sweep.Chain),
+    so the workers start once and split the chains; `extra` configs join the same sweep. Finished runs
+    are loaded, not retrained."""
+    from scidl.sweep import run_sweep
+
+    configs = list(extra)
+    for job in jobs:
+        if not (isinstance(job, tuple) and len(job) == 3 and isinstance(job[0], dict)):
+            raise ScidlError(f"job={job!r:.120} is not allowed: must be (plan from chains(), arms, last round)")
+        configs += chain_configs(*job)
+    run_sweep(configs, store=store, executor=executor, workers=workers)
+
+
+def chain_table(plan: dict, arms=("reinit", "random"), last: int | None = None, store=None):
+    """Return one row per seed, round and arm (dense at round 0): density (the mask's), final test
+    accuracy, and the run's hash."""
+    import pandas as pd
+
+    from scidl import masks
+    from scidl.store import RunStore
+
+    _check_arms(arms)
+    store, rows = store or RunStore(), []
+    for s, (dense, tickets, controls) in plan.items():
+        run = store.load(dense)
+        rows.append({"seed": s, "round": 0, "arm": "dense", "density": 1.0,
+                     "test_acc": run.summary["final_test_acc"], "hash": run.hash})
+        for r, (t, c) in enumerate(zip(tickets[:last], controls[:last]), 1):
+            for arm, cfg in [("ticket", t)] + [(a, c[a]) for a in arms]:
+                run = store.load(cfg)
+                rows.append({"seed": s, "round": r, "arm": arm, "density": masks.density(run.mask)["total"],
+                             "test_acc": run.summary["final_test_acc"], "hash": run.hash})
+    return pd.DataFrame(rows)
+
+
+def _check_arms(arms) -> None:
+    if isinstance(arms, str) or not all(a in ARMS for a in arms):
+        raise ScidlError(f"arms={arms!r} is not allowed: must be a list of controls from {list(ARMS)}")
+
+
+def scaled(hidden, scale: float) -> tuple[int, ...]:
+    """Return the hidden widths times `scale`, rounded, each at least 1 (a net `scale` times as wide)."""
+    check_number("scale", scale, 0, 100, low_open=True)
+    return tuple(max(1, int(round(w * scale))) for w in hidden)
+
+
+def point_limit(table, margin: float = 0.02, beat: float = 0.02, arms=("reinit", "random")) -> float:
+    """Return the lowest density at which one config's ticket wins by the *point* rule over its seeds
+    (means, no interval: the Q1 target, where a config has two seeds): the mean ticket accuracy within
+    `margin` of the mean dense accuracy, and above each control's mean by more than `beat`. 1.0 (the
+    dense net) when it wins at no round. `table` is chain_table() of one config."""
+    check_number("margin", margin, 0, 1)
+    check_number("beat", beat, -1, 1)
+    _check_arms(arms)
+    dense = table[table.arm == "dense"].test_acc.mean()
+    best = 1.0
+    for r, g in table[table["round"] > 0].groupby("round"):
+        acc = g.groupby("arm").test_acc.mean()
+        if acc["ticket"] >= dense - margin and all(acc["ticket"] - acc[a] > beat for a in arms):
+            best = min(best, float(g[g.arm == "ticket"].density.mean()))
+    return best
