@@ -35,10 +35,10 @@ test_round: int = 3  # the round the density claims are about; allowed: 1 to 20
 locality_round: int = 4  # the round the receptive-field claims are about; allowed: 1 to 20
 margin: float = 0.02  # a ticket matches the dense net when within this accuracy of it; allowed: 0 to 0.5
 explore_seeds: list[int] = [0, 1]  # exploratory seeds (looked at before registration); allowed: seed; non-empty; distinct
-sweep_scales: list[float] = [0.1, 0.3]  # exploratory width sweep: nets this many times as wide as hidden, to the test round; allowed: above 0; at most 4; distinct
+sweep_scales: list[float] = [0.1, 0.3]  # exploratory width sweep: nets this many times as wide as hidden; allowed: above 0; at most 4; distinct
 sweep_rewind_steps: list[int] = [50]  # exploratory rewind sweep: tickets rewound to these steps of a dense run (exploratory seeds, main width); allowed: at least 0; distinct
 reference_steps: int = 1000  # steps of the MLP and CNN reference rows (mnist1d's recipe: lr 0.01, batch 100); allowed: 10 to 100000
-fresh_seeds: list[int] = [10, 11, 12, 13, 14]  # seeds run only after registration; allowed: seed; 2 to 50 items; distinct
+fresh_seeds: list[int] = [15, 16, 17, 18, 19]  # seeds run only after registration (10-14 were seen while designing); allowed: seed; 2 to 50 items; distinct
 permute_seed: int = 7  # the fixed input permutation of the permuted-input claim; allowed: 0 to 4294967295
 second_dataset: str = "digits"  # the second data set (not registered): sklearn digits, or Fashion-MNIST (paper scale); allowed: one of digits, fashion
 second_seeds: list[int] = [20, 21]  # its seeds; allowed: seed; distinct
@@ -100,9 +100,11 @@ def train_chains(*jobs, extra=()):
 def table(plan, arms=arms, last=None):
     \"\"\"Return one row per seed, round and arm: density (the mask's) and final test accuracy (imp.chain_table).\"\"\"
     return imp.chain_table(plan, arms, last)"""),
-    ("md", """**The data and the training, checked against the paper.** Greydanus & Kobak report test accuracy on
-MNIST-1D of 68 % for an MLP and 94 % for their CNN (ConvBase), and with the input features shuffled, the
-CNN drops while the MLP does best. Two seeds of each, with mnist1d's own recipe (Adam, lr 0.01, batch
+    ("md", """**The data and the training, checked against the paper's ordering.** Greydanus & Kobak report test
+accuracy on MNIST-1D of 68 % for an MLP and 94 % for their CNN (ConvBase), and with the input features
+shuffled, the CNN drops while the MLP does best. The check, stated before the runs: the CNN beats the MLP
+by more than 0.1; shuffled, it loses more than 0.1 and the MLP is at least as good (within 0.02). The
+levels are not checked: these runs are shorter than the paper's. Two seeds of each, with mnist1d's own recipe (Adam, lr 0.01, batch
 100) for `reference_steps` steps, plain and with the fixed permutation of section 5, trained in the next
 section's sweep."""),
     ("code", """reference = {(arch, order, s): scidl.make_config(
@@ -112,24 +114,30 @@ section's sweep."""),
     for arch in ("mlp", "cnn") for order in ("plain", "permuted") for s in explore_seeds}"""),
     ("md", """## 2 · Sweep: accuracy against density, ticket and controls, across widths (exploratory seeds)
 
-The width sweep runs each net to the test round; the rewind sweep retrains tickets from step k of
+The width sweep runs each net through every round; the rewind sweep retrains tickets from step k of
 a dense run (Frankle et al. 2020's rewinding) instead of its init, without controls. The second data set's chains (section 6, not
 registered) and the reference rows train here too, in one sweep with the exploratory ones."""),
     ("code", """# NBVAL_IGNORE_OUTPUT
 explore = chains(explore_seeds)
-widths = {sc: chains(explore_seeds, test_round, hidden=imp.scaled(hidden, sc)) for sc in sweep_scales}
+widths = {sc: chains(explore_seeds, hidden=imp.scaled(hidden, sc)) for sc in sweep_scales}
 rewound = {k: imp.chains(imp.base_config(dataset, hidden, steps, batch_size, lr, k), explore_seeds, rounds,
                           rate=prune_rate, rewind_step=k) for k in sweep_rewind_steps if k != rewind_step}
 second_fields = {"dataset": second_dataset, **({"data_seed": 0} if second_dataset == "digits" else {})}
 second = chains(second_seeds, test_round, **second_fields) if second_seeds else {}
-train_chains((explore, arms, rounds), *[(w, arms, test_round) for w in widths.values()], (second, ("reinit",), test_round),
+train_chains((explore, arms, rounds), *[(w, arms, rounds) for w in widths.values()], (second, ("reinit",), test_round),
              *[(r, (), rounds) for r in rewound.values()], extra=list(reference.values()))"""),
     ("code", """store = scidl.RunStore()
 R = pd.DataFrame([{"arch": a, "inputs": o, "seed": s, "test_acc": store.load(c).summary["final_test_acc"],
                    "train_acc": store.load(c).metrics.train_acc.iloc[-1]} for (a, o, s), c in reference.items()])
 ref = R.groupby(["arch", "inputs"])[["train_acc", "test_acc"]].mean().unstack("inputs")
 print(ref.round(3).to_string())
-print("paper (Greydanus & Kobak, longer training): MLP 0.68, CNN 0.94; shuffled features: the CNN drops, the MLP does best")"""),
+print("paper (Greydanus & Kobak, 6,000 steps; every model but logistic regression at 100 % train): MLP 0.68, CNN 0.94; "
+      "with shuffled features the CNN drops and the MLP does best")
+acc = R.groupby(["arch", "inputs"]).test_acc.mean()
+ordering = bool(acc["cnn", "plain"] > acc["mlp", "plain"] + 0.1 and acc["cnn", "plain"] - acc["cnn", "permuted"] > 0.1
+                and acc["mlp", "permuted"] >= acc["cnn", "permuted"] - 0.02)
+print(f"the paper's ordering (CNN above the MLP by 0.1; shuffled, the CNN loses 0.1 and the MLP is at least as good, "
+      f"within 0.02): {ordering}; the levels are lower than the paper's at {reference_steps} steps")"""),
     ("code", """E = table(explore)
 by = E.groupby(["round", "arm"]).agg(density=("density", "mean"), test_acc=("test_acc", "mean")).unstack("arm")
 print(by.round(3).to_string())
@@ -146,14 +154,15 @@ fig.tight_layout()
 fig"""),
     ("code", """rows = []
 for sc, plan in [(1.0, explore), *widths.items()]:
-    T = table(plan, last=test_round)
+    T = table(plan)
     at = T[T["round"] == test_round].groupby("arm").agg(density=("density", "mean"), test_acc=("test_acc", "mean"))
     rows.append({"scale": sc, "hidden": imp.scaled(hidden, sc), "weights": imp.n_weights(plan[explore_seeds[0]][0]),
                  "dense": T[T.arm == "dense"].test_acc.mean(), **{f"{a}@{test_round}": at.test_acc[a] for a in at.index},
                  "density": at.density["ticket"], "point_limit": imp.point_limit(T, margin=margin)})
 S = pd.DataFrame(rows).sort_values("weights")
-print(f"width sweep (exploratory seeds, round {test_round}; point_limit: the lowest density at which the ticket's mean is "
-      f"within {margin} of the dense mean and above both controls' by 0.02; 1: none)")
+print(f"width sweep (exploratory seeds; accuracies at round {test_round}; point_limit: the lowest density at which the "
+      f"ticket's mean is within {margin} of the dense mean and above both controls' by 0.02; 1: none; a limit at the last "
+      f"round is censored: the ticket may win further)")
 print(S.round(3).to_string(index=False))
 K = pd.concat([table(plan, ()).assign(rewind=k) for k, plan in [(rewind_step, explore), *rewound.items()]])
 K = K[K.arm == "ticket"].groupby(["round", "rewind"]).test_acc.mean().unstack("rewind")
@@ -165,7 +174,9 @@ For each first-layer unit with at least two surviving inputs, the mean pairwise 
 positions along the signal. Against two nulls: random positions (the exact expectation, (n + 1) / 3)
 and, stricter, the same mask with each input's column shuffled across units, which keeps *which
 inputs survive* (edges of the signal carry less, and may be pruned for every unit) and asks whether
-*each unit's* inputs are closer together than that alone gives."""),
+*each unit's* inputs are closer together than that alone gives. Beside the ticket, a random mask of
+its density (1 by construction against the column null) and the dense net's final weights pruned once,
+by magnitude, to the ticket's density ("one-shot"): is the locality IMP's, or any magnitude pruning's?"""),
     ("code", """def column_null(mask, draws=20, seed=0):
     \"\"\"Return the mean spread of `mask` with each column's entries shuffled across units.\"\"\"
     g = torch.Generator().manual_seed(seed)
@@ -183,11 +194,21 @@ def receptive(mask, order=None):
     return {"ratio_vs_random": loc["ratio"], "ratio_vs_columns": column_null(reordered) / loc["mean_spread"]}
 
 
+def one_shot(dense_run, mask):
+    \"\"\"Return the dense run's final first-layer weights pruned once, by magnitude, to `mask`'s density.\"\"\"
+    w = dense_run.load_state()["fc0.weight"].abs().flatten()
+    keep = torch.zeros(w.shape, dtype=torch.bool)
+    keep[torch.topk(w, int(mask.sum())).indices] = True
+    return keep.reshape(mask.shape)
+
+
 rows = []
 for s, (dense, tickets, controls) in explore.items():
     for r, (t, c) in enumerate(zip(tickets, controls), 1):
-        for arm, cfg in (("ticket", t), ("random", c["random"])):
-            rows.append({"seed": s, "round": r, "arm": arm, **receptive(store.load(cfg).mask["fc0.weight"])})
+        ticket_mask = store.load(t).mask["fc0.weight"]
+        for arm, m in (("ticket", ticket_mask), ("random", store.load(c["random"]).mask["fc0.weight"]),
+                       ("one-shot", one_shot(store.load(dense), ticket_mask))):
+            rows.append({"seed": s, "round": r, "arm": arm, **receptive(m)})
 L = pd.DataFrame(rows)
 print(L.groupby(["round", "arm"])[["ratio_vs_random", "ratio_vs_columns"]].mean().unstack("arm").round(3).to_string())"""),
     ("code", """first = explore[explore_seeds[0]]
@@ -227,9 +248,10 @@ H = [
                      "which inputs survive alone explains.",
                measurement="column-null spread / observed spread of the ticket's fc0 mask, per fresh seed",
                falsifier="the 95% interval of the mean ratio reaches 1.05 or below",
-               controls=(Control(name="random mask", comparison="<", threshold=1.05,
-                                 claim="the random-mask control's ratio stays below 1.05: the measure does not "
-                                       "find locality where there is none"),)),
+               controls=(Control(name="one-shot", comparison=">", threshold=0.0,
+                                 claim="the ticket's ratio exceeds that of the dense net's final first-layer weights "
+                                       "pruned once, by magnitude, to the same density: the iterations, not magnitude "
+                                       "pruning alone, make the fields local"),)),
     Hypothesis(id="LT4", scope=permuted, comparison=">", threshold=1.05,
                claim="With the inputs in a fixed permuted order, the ticket's first-layer fields are local in the "
                      "original order of the signal (beyond which inputs survive).",
@@ -265,8 +287,9 @@ for s, (dense, tickets, controls) in fresh.items():
     ledger.add_evidence("LT2", ticket, acc(tickets[test_round - 1]) - acc(dense))
     deep = store.load(tickets[locality_round - 1])
     ledger.add_evidence("LT3", deep, receptive(deep.mask["fc0.weight"])["ratio_vs_columns"])
-    rnd = store.load(controls[locality_round - 1]["random"]).mask["fc0.weight"]
-    ledger.add_evidence("LT3", deep, receptive(rnd)["ratio_vs_columns"], condition="random mask")
+    once = one_shot(store.load(dense), deep.mask["fc0.weight"])
+    ledger.add_evidence("LT3", deep, receptive(deep.mask["fc0.weight"])["ratio_vs_columns"]
+                        - receptive(once)["ratio_vs_columns"], condition="one-shot")
     p = store.load(shuffled[s][1][locality_round - 1])
     ledger.add_evidence("LT4", p, receptive(p.mask["fc0.weight"], order=perm)["ratio_vs_columns"])
     ledger.add_evidence("LT4", p, receptive(p.mask["fc0.weight"])["ratio_vs_columns"], condition="presented order")
@@ -304,7 +327,8 @@ print("mean:", M.mean().round(3).to_dict())"""),
 
 By default sklearn's digits: the issue measured that on digits every arm stays within noise down to
 ~7 % of the weights, a data set that cannot show the phenomenon in this range. At paper scale,
-Fashion-MNIST with LeNet-300-100 (Frankle & Carbin's setting on MNIST's harder twin). Two seeds
+Fashion-MNIST with LeNet-300-100's shape (Frankle & Carbin's net on MNIST's harder twin, trained for this
+notebook's step budget: 1,500 steps, far fewer than their ~50,000 iterations). Two seeds
 (trained in section 2), as a look, not a claim."""),
     ("code", """D = table(second, ("reinit",), test_round) if second else pd.DataFrame(columns=["round", "arm", "test_acc"])
 second_gap = float("nan")
@@ -316,15 +340,17 @@ if len(D):
 
 **Claims tested.** LT1: at the test round the ticket beats its reinitialised control (and, as a
 control, a random mask) by more than 3 points; LT2: it matches the dense net within `margin`; LT3:
-the first layer's surviving inputs are local per unit, beyond which inputs survive; LT4: with
+the first layer's surviving inputs are local per unit, beyond which inputs survive (and, as a control,
+more local than one-shot magnitude pruning to the same density makes them); LT4: with
 permuted inputs that locality is in the signal's original order, not the order the net sees.
 **Evidence:** the `verdicts` line, computed in this run from fresh seeds only, Holm-corrected as one
 family; `ticket_sparsity_limit` is the lowest density at which the ticket wins on the fresh seeds
 (NaN: at none). **Confidence:** five fresh seeds, one width, one pruning rate; the digits look is two
-seeds and not registered; the width sweep is exploratory (two seeds, the point rule). Disclosure: while this notebook was written, seeds 10–14 were first run with
-1,500 steps per run and the same four claims (LT1–LT3 supported, LT4's control inconclusive); the
-default was then cut to 1,000 steps to fit the time budget, so these seeds are fresh for the 1,000-step
-runs only. The scorecard (09) scores this phenomenon's Q1–Q4. **Not built:** the GRU reference row; rewinding
+seeds and not registered; the width sweep is exploratory (two seeds, the point rule). Disclosure: while this notebook was written, seeds 10–14 were run with 1,500
+and then 1,000 steps per run and the first versions of these claims (at 1,500 steps LT4's control was
+inconclusive); they are no longer fresh. The fresh seeds, 15–19, ran once, after the claims, the
+controls (LT3's one-shot control replaced a random-mask control that is 1 by construction) and the
+step count were fixed. The scorecard (09) scores this phenomenon's Q1–Q4. **Not built:** the GRU reference row; rewinding
 with controls (the rewind sweep trains tickets only)."""),
     ("code", """wins = W[W.wins]
 limit = float(wins.density.min()) if len(wins) else math.nan
@@ -343,6 +369,7 @@ for (a, o), v in R.groupby(["arch", "inputs"]).test_acc.mean().items():
 print(f"width_sweep_point_limits = {dict(zip(S.scale, S.point_limit.round(3)))}")
 print(f"rewind_sweep_last_round_ticket_acc = {K.iloc[-1].round(3).to_dict()}")
 print(f"layer_mask_loss_at_test_round = {M.mean().round(3).to_dict()}")
+print(f"reference_ordering_reproduced = {ordering}")
 print(f"n_hypotheses = {len(T)}")
 print(f"verdicts = {dict(zip(T.id, T.verdict))}")"""),
 ]

@@ -766,6 +766,8 @@ def test_point_limit_is_the_lowest_density_the_ticket_wins_at():
     assert imp.point_limit(table, margin=0.02, beat=0.02) == 0.12  # round 1 beats no control; round 4 no match
     assert imp.point_limit(table, margin=0.0, beat=0.02) == 0.25  # 0.59 is 0.01 below the dense 0.60
     assert imp.point_limit(table, margin=0.02, beat=0.2) == 1.0  # never wins: the dense net
+    with pytest.raises(ScidlError, match="random"):
+        imp.point_limit(table[table.arm != "random"])
 
 
 def test_rewind_features_read_the_parents_only_and_planted_energy(chain):
@@ -793,7 +795,10 @@ def test_the_q3_methods_rank_planted_layers():
         w, m = final[r.component].numpy().astype(np.float64), keep[r.component].numpy()
         assert r.score == pytest.approx((w[m] ** 2).sum() / (w ** 2).sum() - m.mean(), rel=1e-9)
         assert (w[m] ** 2).sum() / (w ** 2).sum() > 0.98  # its large weights carry nearly all the energy
-    assert list(scoring.sparsest(keep).component) == ["fc0.weight", "fc1.weight", "fc2.weight"]  # 25 %, 25 % (a tie: first), 75 %
+    orders = {tuple(scoring.sparsest(keep, seed=s).component) for s in range(12)}  # keeps 25 %, 25 %, 75 %
+    assert orders == {("fc0.weight", "fc1.weight", "fc2.weight"), ("fc1.weight", "fc0.weight", "fc2.weight")}  # a tie: random
+    hand = scoring.magnitude({"w": torch.tensor([[3.0, 4.0], [0.0, 0.0]])}, {"w": torch.tensor([[True, False], [False, False]])})
+    assert hand.score.iloc[0] == pytest.approx(9 / 25 - 1 / 4)  # keeps 3^2 of 3^2 + 4^2, at density 1/4
     assert sorted(scoring.random_order(keep, 1).component) == sorted(keep)
     truth = scoring.layer_truth(type("R", (), {"summary": {"final_test_acc": 0.6}})(),
                                 {n: type("R", (), {"summary": {"final_test_acc": a}})()
@@ -850,7 +855,8 @@ def test_the_locality_explanation_of_planted_windows_is_fully_faithful_and_no_be
     assert all(r == pytest.approx(1.0, abs=1e-9) for r in e.faithfulness["random_scores"])
     assert not e.beats_random()  # same-size random subsets are then the whole field too: no finding
     table = lx.check_claims(run, e)
-    assert table.claim.str.contains("local").any() and table.claim.str.contains("faithful").any()
+    assert list(table.passed) == [False, True]  # faithful but no better than random; local
+    assert table.claim.str.contains("faithful").iloc[0] and table.claim.str.contains("local").iloc[1]
     scattered = torch.zeros(40, 40, dtype=torch.bool)
     for i in range(40):
         scattered[i, [(i + 13 * k) % 40 for k in range(7)]] = True  # 7 inputs spread over the signal

@@ -260,6 +260,10 @@ def point_limit(table, margin: float = 0.02, beat: float = 0.02, arms=("reinit",
     check_number("margin", margin, 0, 1)
     check_number("beat", beat, -1, 1)
     _check_arms(arms)
+    missing = sorted({"dense", "ticket", *arms} - set(table.arm)) if "arm" in getattr(table, "columns", ()) else ["arm"]
+    if missing:
+        raise ScidlError(f"table lacks {missing}: point_limit needs chain_table() rows of the dense run, the ticket "
+                         f"and each of arms={list(arms)}")
     dense = table[table.arm == "dense"].test_acc.mean()
     best = 1.0
     for r, g in table[table["round"] > 0].groupby("round"):

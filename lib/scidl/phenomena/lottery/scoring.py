@@ -10,7 +10,8 @@ loses). The methods get the rewound weights (unmasked) and the mask, and are cou
 (scidl.yardsticks.protocol): `snip` (one forward and one backward on a training batch: the saliency
 |g . w| the mask keeps in each layer beyond what a random mask of its density keeps), `magnitude`
 (no pass: the dense run's final-weight energy the mask keeps beyond a random mask's), `sparsest`
-(no pass: the structural guess, the layer the mask prunes most) and `random_order`.
+(no pass: the structural guess, the layer the mask prunes most, ties in a seeded random order) and
+`random_order`.
 """
 from __future__ import annotations
 
@@ -108,9 +109,15 @@ def magnitude(final: dict[str, torch.Tensor], mask: masks.Mask) -> pd.DataFrame:
     return _ranked(scores)
 
 
-def sparsest(mask: masks.Mask) -> pd.DataFrame:
-    """No pass: the structural guess, layers by how much the mask prunes them (ties: the first layer first)."""
-    return _ranked({n: 1 - float(m.float().mean()) for n, m in mask.items()})
+def sparsest(mask: masks.Mask, seed: int = 0) -> pd.DataFrame:
+    """No pass: the structural guess, layers by how much the mask prunes them; layers pruned alike (a
+    layer-wise schedule prunes the hidden layers to the same density) in a random order (seeded), so
+    a tie is not resolved by where a layer happens to sit."""
+    seed = check_int("seed", seed, 0)
+    names = list(mask)
+    jitter = np.random.default_rng(seed).permutation(len(names))
+    order = sorted(range(len(names)), key=lambda i: (-round(1 - float(mask[names[i]].float().mean()), 9), jitter[i]))
+    return _ranked({names[i]: float(len(names) - k) for k, i in enumerate(order)})
 
 
 def random_order(mask: masks.Mask, seed: int) -> pd.DataFrame:
