@@ -73,6 +73,7 @@ def check_field_choice(owner: str, name: str, value: Any, choices) -> None:
 ARCHS = ("transformer", "mlp", "cnn")  # each phenomenon says which of them it has (Phenomenon.archs)
 PRUNE_SCOPES = ("layer", "global")
 MASK_CONTROLS = ("none", "random", "shuffle")
+ADV_NORMS = ("linf", "l2")  # scidl.attacks.NORMS
 LOSS_DTYPES = ("float64", "float32")
 ACTIVATIONS = ("relu", "gelu", "quadratic")
 
@@ -154,6 +155,14 @@ class TrainConfig:
     mask_control: str = "none"
     mask_control_layers: tuple[str, ...] = ()
     init_seed: int = -1
+    # Adversarial training (Madry et al. 2018; issue 29): with `adv_eps` > 0 every step trains on PGD
+    # examples of its batch (scidl.attacks: `adv_norm` ball of radius adv_eps, `adv_steps` steps of
+    # `adv_step_size`, 0 meaning 2.5 adv_eps / adv_steps, a random start seeded by the run's seed and the
+    # step, clipped to the data's observed range). Only for tasks with float inputs.
+    adv_eps: float = 0.0
+    adv_norm: str = "linf"
+    adv_steps: int = 7
+    adv_step_size: float = 0.0
 
     def __post_init__(self) -> None:
         normalize(self)
@@ -173,6 +182,7 @@ class TrainConfig:
         check_field_choice("TrainConfig", "loss_dtype", self.loss_dtype, LOSS_DTYPES)
         check_field_int("TrainConfig", "batch_size", self.batch_size, 0)
         self._check_pruning()
+        self._check_adversarial()
         if not isinstance(self.checkpoint_steps, (list, tuple)):
             fail("TrainConfig", "checkpoint_steps", self.checkpoint_steps, "must be a list of integers")
         steps = tuple(scalar(s) for s in self.checkpoint_steps)
@@ -218,6 +228,22 @@ class TrainConfig:
                     fail("TrainConfig", name, getattr(self, name), f"needs mask_from (the run to prune); "
                                                                    f"without one it must be {default!r}")
 
+    def _check_adversarial(self) -> None:
+        check_number("TrainConfig.adv_eps", self.adv_eps, 0, error=ConfigError)
+        check_field_choice("TrainConfig", "adv_norm", self.adv_norm, ADV_NORMS)
+        check_int("TrainConfig.adv_steps", self.adv_steps, 1, 10_000, error=ConfigError)
+        check_number("TrainConfig.adv_step_size", self.adv_step_size, 0, error=ConfigError)
+        if not self.adv_eps:
+            for name, default in (("adv_norm", "linf"), ("adv_steps", 7), ("adv_step_size", 0.0)):
+                if getattr(self, name) != default:
+                    fail("TrainConfig", name, getattr(self, name), f"needs adv_eps > 0 (adversarial training); "
+                                                                   f"without it it must be {default!r}")
+
+    @property
+    def adversarial(self) -> bool:
+        """Return whether every step trains on adversarial examples of its batch."""
+        return self.adv_eps > 0
+
     @property
     def masked(self) -> bool:
         """Return whether this run trains under a pruning mask or starts from another run's weights."""
@@ -233,7 +259,8 @@ class TrainConfig:
 # field holding that value is left out of the hash, so every stored run keeps its name.
 HASH_OMITTED_DEFAULTS = {"train": {"batch_size": 0, "init_from": "", "init_step": 0, "mask_from": "",
                                    "prune_rate": 0.0, "prune_scope": "layer", "prune_output_factor": 0.5,
-                                   "mask_control": "none", "mask_control_layers": (), "init_seed": -1},
+                                   "mask_control": "none", "mask_control_layers": (), "init_seed": -1,
+                                   "adv_eps": 0.0, "adv_norm": "linf", "adv_steps": 7, "adv_step_size": 0.0},
                          "model": {"hidden": ()}}
 # The same fields, flat: at these values `hypotheses.scope_of` leaves them out of a scope, so a scope
 # (and the content hash of a hypothesis registered with it) written before they existed stays the same.

@@ -43,7 +43,7 @@ def can_batch(configs: list[RunConfig]) -> bool:
         return False
     first = configs[0]
     same = lambda c: (c.model.arch == "mlp" and "mlp" in PHENOMENA[c.task.kind].archs and not c.train.batch_size
-                      and PHENOMENA[c.task.kind].one_hot_mlp and not c.train.masked
+                      and PHENOMENA[c.task.kind].one_hot_mlp and not c.train.masked and not c.train.adversarial
                       and task_key(c.task) == task_key(first.task)
                       and all(getattr(c.model, f) == getattr(first.model, f) for f in SHARED)
                       and c.train.steps == first.train.steps and c.train.eval_every == first.train.eval_every

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import math
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,7 +17,7 @@ from scidl.config import ConfigError, RunConfig
 from scidl.errors import check_choice, check_int
 from scidl.progressbar import bar as progress_bar
 from scidl.registry import get_phenomenon, phenomenon_of
-from scidl import masks
+from scidl import attacks, masks
 from scidl.store import Run, RunStore, StoreError, as_store, code_version, save_checkpoint
 
 
@@ -157,6 +158,7 @@ def _train_into(cfg: RunConfig, store: RunStore, progress: bool) -> None:
     if init is not None:
         model.load_state_dict(init)
     masker = masks.Masker(model, mask) if mask is not None else None
+    adversary = _adversary(cfg, data)  # refused before anything is written where inputs are not floats
     opt, sched = make_optimizer(model, cfg)
     work, rows, start, started_at = store.begin(cfg), [], time.perf_counter(), _now()
     if mask is not None:
@@ -176,8 +178,11 @@ def _train_into(cfg: RunConfig, store: RunStore, progress: bool) -> None:
         if step == cfg.train.steps:
             break
         idx = next(batches) if batches is not None else None
-        loss = phenomenon.loss(model, x if idx is None else x[idx], y if idx is None else y[idx],
-                               cfg.train.loss_dtype)
+        xb, yb = (x, y) if idx is None else (x[idx], y[idx])
+        if adversary is not None:  # the step trains on PGD examples of its batch (Madry et al. 2018)
+            attack, bounds = adversary
+            xb = attacks.perturb(model, xb, yb, replace(attack, seed=(cfg.train.seed * 1_000_003 + step) % 2**31), bounds)
+        loss = phenomenon.loss(model, xb, yb, cfg.train.loss_dtype)
         if not torch.isfinite(loss):
             diverged_step = step
             rows.append({"step": step, "train_loss": loss.item(), "weight_norm": weight_norm(model)})
@@ -193,6 +198,19 @@ def _train_into(cfg: RunConfig, store: RunStore, progress: bool) -> None:
     metrics = pd.DataFrame(rows)
     store.commit(work, metrics, summarize_metrics(metrics, diverged_step, time.perf_counter() - start,
                                                   started_at))
+
+
+def _adversary(cfg: RunConfig, data):
+    """Return (the PGD attack, the data's observed range) of an adversarially trained run, else None;
+    ConfigError naming adv_eps where the task's inputs are not floats (tokens cannot be perturbed)."""
+    t = cfg.train
+    if not t.adversarial:
+        return None
+    if not data.tokens.is_floating_point():
+        raise ConfigError(f"TrainConfig.adv_eps={t.adv_eps} is not allowed for a {cfg.task.kind} task: its inputs are "
+                          f"{data.tokens.dtype} tokens, and adversarial training perturbs float inputs")
+    attack = attacks.pgd(t.adv_eps, t.adv_steps, t.adv_norm, step_size=t.adv_step_size, random_start=True)
+    return attack, (float(data.tokens.min()), float(data.tokens.max()))
 
 
 def summarize_metrics(metrics: pd.DataFrame, diverged_step: int | None, seconds: float,
