@@ -177,21 +177,9 @@ inputs survive* (edges of the signal carry less, and may be pruned for every uni
 *each unit's* inputs are closer together than that alone gives. Beside the ticket, a random mask of
 its density (1 by construction against the column null) and the dense net's final weights pruned once,
 by magnitude, to the ticket's density ("one-shot"): is the locality IMP's, or any magnitude pruning's?"""),
-    ("code", """def column_null(mask, draws=20, seed=0):
-    \"\"\"Return the mean spread of `mask` with each column's entries shuffled across units.\"\"\"
-    g = torch.Generator().manual_seed(seed)
-    spreads = []
-    for _ in range(draws):
-        perm = torch.stack([torch.randperm(mask.shape[0], generator=g) for _ in range(mask.shape[1])], 1)
-        spreads.append(imp.locality(mask.gather(0, perm))["mean_spread"])
-    return float(np.mean(spreads))
-
-
-def receptive(mask, order=None):
+    ("code", """def receptive(mask, order=None):
     \"\"\"Return the locality ratios of a first-layer mask: vs random positions and vs the column null.\"\"\"
-    loc = imp.locality(mask, order)
-    reordered = mask if order is None else mask[:, torch.argsort(order)]  # columns in `order`'s positions
-    return {"ratio_vs_random": loc["ratio"], "ratio_vs_columns": column_null(reordered) / loc["mean_spread"]}
+    return {"ratio_vs_random": imp.locality(mask, order)["ratio"], "ratio_vs_columns": imp.locality_ratio(mask, order)}
 
 
 def one_shot(dense_run, mask):

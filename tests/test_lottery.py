@@ -860,6 +860,6 @@ def test_the_locality_explanation_of_planted_windows_is_fully_faithful_and_no_be
     scattered = torch.zeros(40, 40, dtype=torch.bool)
     for i in range(40):
         scattered[i, [(i + 13 * k) % 40 for k in range(7)]] = True  # 7 inputs spread over the signal
-    assert lx.locality_ratio(scattered) < lx.locality_ratio(local)
+    assert imp.locality_ratio(scattered) < imp.locality_ratio(local)
     with pytest.raises(ScidlError, match="dense"):
         lx.explain(_FakeRun(model, None, cfg))

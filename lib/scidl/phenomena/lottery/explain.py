@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -37,23 +36,6 @@ BEATS_RANDOM = 0.2  # scidl.explain's margin
 
 def _first_layer(model) -> str:
     return masks.prunable(model)[0][0]
-
-
-def column_null(mask: torch.Tensor, order: torch.Tensor | None = None, draws: int = 20, seed: int = 0) -> float:
-    """Return the mean spread (imp.locality) of `mask` with each column's entries shuffled across units:
-    which inputs survive is kept, which unit holds them is not."""
-    g = torch.Generator().manual_seed(seed)
-    spreads = []
-    for _ in range(draws):
-        perm = torch.stack([torch.randperm(mask.shape[0], generator=g) for _ in range(mask.shape[1])], 1)
-        spreads.append(imp.locality(mask.gather(0, perm), order)["mean_spread"])
-    return float(np.mean(spreads))
-
-
-def locality_ratio(mask: torch.Tensor, order: torch.Tensor | None = None) -> float:
-    """Return column_null / observed spread of a first-layer mask (> 1: each unit's inputs are closer
-    together than which inputs survive explains), positions read through `order`."""
-    return column_null(mask, order) / imp.locality(mask, order)["mean_spread"]
 
 
 def _windows(weight: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, window: int) -> torch.Tensor:
@@ -127,7 +109,7 @@ def explain(run, window: int = 0, n_random: int = 20, seed: int = 0) -> Explanat
     kept_share = float(keep.sum() / mask.sum().clamp_min(1))
     mass = (weight.abs() * mask).double()
     mass_share = float((mass * keep).sum() / mass.sum().clamp_min(1e-30))
-    ratio = locality_ratio(mask, pos)
+    ratio = imp.locality_ratio(mask, pos)
     live = mask.sum(1) > 0
     claims = [f"{int(live.sum())} of {mask.shape[0]} first-layer units ({name}) keep inputs; within a window of "
               f"{window} of the {n_in} positions around each unit's centre lie {kept_share:.0%} of their surviving "

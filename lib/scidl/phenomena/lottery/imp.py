@@ -173,6 +173,26 @@ def locality(mask: torch.Tensor, order: torch.Tensor | None = None) -> dict:
             "ratio": null / mean if spreads and mean > 0 else math.nan}
 
 
+def column_null(mask: torch.Tensor, order: torch.Tensor | None = None, draws: int = 20, seed: int = 0) -> float:
+    """Return the mean spread (locality) of `mask` with each column's entries shuffled across units,
+    `draws` times (seeded): which inputs survive is kept, which unit holds them is not. The columns are
+    first put in the signal's order (`order`, as in locality), so a permuted net's null is drawn as an
+    unpermuted one's."""
+    mask = mask if order is None else mask[:, torch.argsort(order)]
+    g = torch.Generator().manual_seed(seed)
+    spreads = []
+    for _ in range(draws):
+        perm = torch.stack([torch.randperm(mask.shape[0], generator=g) for _ in range(mask.shape[1])], 1)
+        spreads.append(locality(mask.gather(0, perm))["mean_spread"])
+    return float(np.mean(spreads))
+
+
+def locality_ratio(mask: torch.Tensor, order: torch.Tensor | None = None) -> float:
+    """Return column_null / observed spread of a first-layer mask (> 1: each unit's inputs are closer
+    together than which inputs survive explains), positions read through `order`."""
+    return column_null(mask, order) / locality(mask, order)["mean_spread"]
+
+
 def rounds_density(rate: float, rounds: int, output_factor: float = 0.5, sizes: list[int] | None = None) -> float:
     """Return the share of weights a layer-wise chain keeps after `rounds` (hidden layers keep (1 - rate)
     per round, the output layer (1 - rate x output_factor); `sizes` weights per layer, output last)."""

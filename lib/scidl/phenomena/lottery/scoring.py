@@ -82,15 +82,13 @@ def snip(model, mask: masks.Mask, x: torch.Tensor, y: torch.Tensor) -> pd.DataFr
     expectation), as a share of the layer's total."""
     params = dict(masks.prunable(model))
     originals = {n: params[n].detach().clone() for n in mask}
-    effective = {}
     with torch.no_grad():
         for n, m in mask.items():
             params[n].mul_(m.to(params[n].dtype))
     for n in mask:
-        params[n].requires_grad_(True)
-        effective[n] = params[n]
+        params[n].requires_grad_(True)  # the gradient on every connection: dL/dw_eff, pruned ones included
     loss = torch.nn.functional.cross_entropy(model(x).double(), y)
-    grads = torch.autograd.grad(loss, [effective[n] for n in mask])
+    grads = torch.autograd.grad(loss, [params[n] for n in mask])
     scores = {}
     for (n, m), g in zip(mask.items(), grads):
         sal = (g * originals[n]).abs().double()
